@@ -105,7 +105,6 @@ def make_pool(
         open=False,
         name=name,
         timeout=connect_timeout,
-        reconnect_timeout=0,  # keep trying forever in the background; the daemon must not die
     )
 
 
@@ -118,7 +117,8 @@ def set_timeouts(
             "SELECT set_config('statement_timeout', %s, false),"
             " set_config('lock_timeout', %s, false),"
             " set_config('idle_in_transaction_session_timeout', %s, false)",
-            (str(statement_timeout_ms), str(lock_timeout_ms), str(max(statement_timeout_ms, 60_000))),
+            (str(statement_timeout_ms), str(lock_timeout_ms),
+             str(max(statement_timeout_ms, 60_000))),
         )
 
 
@@ -134,7 +134,7 @@ def retry_on_lock_timeout(
         except (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected) as exc:
             if attempt == attempts:
                 raise
-            pause = base_delay * (2**attempt) * (0.5 + random.random())  # noqa: S311
+            pause = base_delay * (2**attempt) * (0.5 + random.random())
             log.info("lock not available, retrying", what=label, attempt=attempt + 1,
                      retry_in=round(pause, 3), error=one_line(exc))
             time.sleep(pause)

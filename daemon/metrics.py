@@ -14,7 +14,7 @@ from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 from daemon import __version__
 
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 OUTCOMES = ("success", "failure", "skipped")
 

@@ -87,14 +87,20 @@ class MatviewsSettings(JobSettings):
     schedule: str = "5 * * * *"
     views: list[str] = Field(default_factory=lambda: ["user_booking_stats", "hotel_social_proof"])
     statement_timeout_ms: int = Field(default=600_000, gt=0)
+    lock_retries: int = Field(default=3, ge=0, le=20, description="retries after lock_timeout")
 
 
 class CacheCleanupSettings(JobSettings):
     schedule: str = "10 * * * *"
-    tables: list[str] = Field(default_factory=lambda: ["flight_search_cache", "hotel_search_cache"])
+    tables: list[str] = Field(
+        default_factory=lambda: ["flight_search_cache", "hotel_search_cache"]
+    )
     batch_size: int = Field(default=2_000, gt=0, le=50_000)
     vacuum_after_rows: int = Field(default=100_000, ge=0, description="0 disables the VACUUM")
     statement_timeout_ms: int = Field(default=5_000, gt=0)
+    vacuum_timeout_ms: int = Field(
+        default=1_800_000, gt=0, description="statement_timeout of the VACUUM (ANALYZE) after"
+    )
 
 
 class GdprPurgeSettings(JobSettings):
@@ -114,7 +120,7 @@ class PaymentExpirySettings(JobSettings):
 
 class AuditVerifySettings(JobSettings):
     schedule: str = "20 * * * *"
-    full_every_hours: int = Field(default=24, ge=1, description="an hourly run goes full this often")
+    full_every_hours: int = Field(default=24, ge=1, description="how often a run goes full")
     batch_size: int = Field(default=200_000, gt=0)
     statement_timeout_ms: int = Field(default=300_000, gt=0)
 
@@ -124,6 +130,7 @@ class VacuumAnalyzeSettings(JobSettings):
     vacuum_weekday: int = Field(default=6, ge=0, le=6, description="0=Monday; VACUUM ANALYZE day")
     tables: list[str] = Field(default_factory=list, description="empty: every table of public")
     statement_timeout_ms: int = Field(default=3_600_000, gt=0)
+    lock_retries: int = Field(default=3, ge=0, le=20, description="retries after lock_timeout")
 
 
 class ReindexSettings(JobSettings):
@@ -131,11 +138,17 @@ class ReindexSettings(JobSettings):
     bloat_ratio: float = Field(default=0.3, gt=0, lt=1)
     min_index_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
     statement_timeout_ms: int = Field(default=3_600_000, gt=0)
+    concurrent_lock_timeout_ms: int = Field(
+        default=600_000, gt=0,
+        description="lock_timeout of REINDEX / DROP INDEX CONCURRENTLY, whose lock waits"
+        " (for older transactions) block neither reads nor writes",
+    )
 
 
 class HistoryPruneSettings(JobSettings):
     schedule: str = "50 0 * * *"
     keep_days: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=5_000, gt=0, le=50_000)
 
 
 class JobsSettings(_Strict):
@@ -168,7 +181,7 @@ class Settings(BaseSettings):
         default=None, description="libpq URL; unset starts the embedded demo PostgreSQL"
     )
     config: Path | None = Field(default=None, description="TOML file (GTH_MAINT_CONFIG)")
-    metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the pod or host
+    metrics_host: str = "0.0.0.0"  # scraped from outside the pod or host
     metrics_port: int = Field(default=9811, ge=1, le=65535)
     state_dir: Path = Path("state")
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -8,6 +8,7 @@ with only Python still runs everything. As root, postgres runs as an unprivilege
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -157,10 +158,8 @@ class PgCluster:
             return
         children = [p for p in _all_pids() if _parent_of(p) == pid]
         for victim in [pid, *children]:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(victim, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and any(_alive(p) for p in [pid, *children]):
             time.sleep(0.05)
