@@ -82,6 +82,7 @@ class Daemon:
             log.info("database reachable again")
         self._db_up = up
         metrics.DB_UP.set(1 if up else 0)
+        metrics.READY.set(1 if up and self.schema_loaded else 0)
 
     # -- life cycle ---------------------------------------------------------------------
     def run(self) -> int:

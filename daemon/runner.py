@@ -63,6 +63,7 @@ class Runner:
         self._guard = threading.Lock()
         self._active: set[psycopg.Connection[Any]] = set()
         self._in_flight = 0
+        self._cancelled = False
 
     # -- what the daemon needs for shutdown -------------------------------------------
     @property
@@ -74,6 +75,7 @@ class Runner:
         """Cancel every in-flight statement on the server (shutdown grace expired)."""
         with self._guard:
             victims = list(self._active)
+            self._cancelled = True
         for conn in victims:
             with contextlib.suppress(Exception):
                 conn.cancel_safe(timeout=2)
@@ -166,7 +168,7 @@ class Runner:
             outcome.outcome = "failure"
             outcome.error = one_line(exc) if isinstance(exc, MaintError | psycopg.Error) \
                 else f"{type(exc).__name__}: {one_line(exc)}"
-            if self.stop_event.is_set() and isinstance(exc, psycopg.errors.QueryCanceled):
+            if self._cancelled:
                 outcome.error = f"cancelled by shutdown: {outcome.error}"
             unexpected = not isinstance(exc, MaintError | psycopg.Error)
             bound.error("run failed", error=outcome.error, exc_info=unexpected)

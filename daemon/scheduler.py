@@ -40,9 +40,10 @@ def latest_fire_time(trigger: BaseTrigger, now: datetime, lookback: float) -> da
     return latest
 
 
-def longest_interval(trigger: BaseTrigger, now: datetime, horizon_days: int = 8,
-                     max_fires: int = 500) -> float:
-    """Longest gap between consecutive fires over the horizon (weekly jobs need 8 days)."""
+def longest_interval(trigger: BaseTrigger, now: datetime, horizon_days: int = 400,
+                     max_fires: int = 3000) -> float:
+    """Longest gap between consecutive fires: over a year for rare schedules, over the next
+    3000 fires for frequent ones (10 days of a 5-minute schedule: weekly patterns show)."""
     end = now + timedelta(days=horizon_days)
     previous = trigger.get_next_fire_time(None, now)
     longest = 0.0
@@ -112,8 +113,17 @@ class Scheduler:
                 self._sched.add_job(self._tick, trigger, args=[name, job_settings.schedule],
                                     id=name, name=name, replace_existing=True)
                 metrics.TASK_ENABLED.labels(task=name).set(1)
-                metrics.TASK_INTERVAL.labels(task=name).set(longest_interval(trigger, now))
         self._export_next_runs()
+        # Off the start-up path: a frequent schedule takes a few hundred ms to walk.
+        self._sched.add_job(self._export_intervals, args=[settings, now], executor=_INTERNAL,
+                            id="_intervals", replace_existing=True, misfire_grace_time=None)
+
+    def _export_intervals(self, settings: Settings, now: datetime) -> None:
+        for name in JOB_NAMES:
+            job_settings = settings.jobs.get(name)
+            if job_settings.enabled:
+                interval = longest_interval(cron_trigger(job_settings.schedule), now)
+                metrics.TASK_INTERVAL.labels(task=name).set(interval)
 
     def run_now(self, names: list[str], trigger: str = "signal",
                 options: dict[str, Any] | None = None) -> None:
@@ -123,7 +133,8 @@ class Scheduler:
                                 misfire_grace_time=None)
 
     def next_run_times(self) -> dict[str, datetime | None]:
-        return {job.id: job.next_run_time for job in self._sched.get_jobs()
+        # APScheduler sets next_run_time only once the scheduler is running.
+        return {job.id: getattr(job, "next_run_time", None) for job in self._sched.get_jobs()
                 if job.id in JOB_NAMES}
 
     def _tick(self, name: str, schedule: str) -> None:

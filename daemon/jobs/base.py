@@ -46,7 +46,9 @@ class JobContext:
         task: str,
         settings: JobSettings,
         app_settings: Settings,
-        connection_factory: Callable[[], contextlib.AbstractContextManager[psycopg.Connection[Any]]],
+        connection_factory: Callable[
+            [], contextlib.AbstractContextManager[psycopg.Connection[Any]]
+        ],
         log: FilteringBoundLogger,
         stop_event: threading.Event,
         dry_run: bool = False,

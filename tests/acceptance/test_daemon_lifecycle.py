@@ -26,7 +26,7 @@ def runs(db_url: str, task: str | None = None) -> list[tuple[Any, ...]]:
 def hold_matview_lock(db_url: str) -> psycopg.Connection[Any]:
     """Block the matviews job for as long as the test wants: a run stays in flight."""
     holder = psycopg.connect(db_url)
-    holder.execute("LOCK TABLE user_booking_stats IN ACCESS EXCLUSIVE MODE")
+    holder.execute("LOCK TABLE bookings IN ACCESS EXCLUSIVE MODE")  # the refresh reads it
     return holder
 
 

@@ -79,3 +79,38 @@ def test_failures_are_recorded_not_raised(make_runner: Any, conn: psycopg.Connec
         conn.execute("ALTER TABLE maintenance.job_runs RENAME COLUMN finished_at_x TO finished_at")
     assert outcome.outcome == "failure"
     assert outcome.error
+
+
+def test_a_replica_connected_to_a_hot_standby_runs_nothing(cluster: Any, db_url: str,
+                                                           tmp_path: Any) -> None:
+    import os
+    import pwd
+
+    from tests.pgcluster import RUN_AS, PgCluster
+
+    standby = PgCluster(cluster.binaries)
+    if os.geteuid() == 0:
+        user = pwd.getpwnam(RUN_AS)
+        os.chown(standby.datadir, user.pw_uid, user.pw_gid)
+    standby.datadir.chmod(0o700)
+    standby._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres",
+                 "-D", str(standby.datadir), "-R", "-X", "stream", "--checkpoint=fast")
+    with (standby.datadir / "postgresql.conf").open("a") as conf:
+        conf.write(f"port = {standby.port}\nunix_socket_directories = '{standby.datadir}'\n")
+    standby.start()
+    try:
+        standby_url = standby.url(db_url.rsplit("/", 1)[1])
+        settings = Settings(database_url=standby_url, state_dir=tmp_path)
+        pool = db.make_pool(standby_url, 2, 5)
+        pool.open(wait=True)
+        try:
+            outcome = Runner(lambda: settings, standby_url, pool).run("history_prune", "schedule",
+                                                                     datetime.now(UTC))
+        finally:
+            pool.close()
+    finally:
+        standby.destroy()
+    assert outcome.outcome == "skipped"
+    assert "hot standby" in (outcome.reason or "")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM maintenance.job_runs").fetchone() == (0,)

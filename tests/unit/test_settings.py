@@ -76,3 +76,12 @@ def test_passwords_are_redacted(url: str, shown: str) -> None:
 def test_redacted_dump_never_contains_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GTH_MAINT_DATABASE_URL", "postgresql://u:hunter2@h/db")
     assert "hunter2" not in repr(load_settings().redacted())
+
+
+def test_example_config_is_valid_and_matches_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    example = Path(__file__).resolve().parents[2] / "config" / "gth-maintd.example.toml"
+    monkeypatch.delenv("GTH_MAINT_CONFIG", raising=False)
+    defaults = load_settings().jobs
+    settings = load_settings(example)
+    # The example documents the defaults; it must not silently diverge from them.
+    assert settings.jobs == defaults
