@@ -73,6 +73,9 @@ def _default_partitioned_tables() -> dict[str, PartitionedTable]:
 class PartitionsSettings(JobSettings):
     schedule: str = "15 0 * * *"
     run_at_startup: bool = True
+    # Every DDL lock wait (ATTACH, DETACH) queues the parent's readers and writers behind it:
+    # keep it short and retry with jitter (ddl_retries) instead.
+    lock_timeout_ms: int = Field(default=100, gt=0)
     months_ahead: int = Field(default=3, ge=1, le=24)
     max_new_partitions_per_table: int = Field(default=12, ge=1, le=120)
     retention_action: Literal["drop", "archive"] = "archive"
@@ -101,6 +104,10 @@ class CacheCleanupSettings(JobSettings):
     vacuum_timeout_ms: int = Field(
         default=1_800_000, gt=0, description="statement_timeout of the VACUUM (ANALYZE) after"
     )
+    sweep_threshold: float = Field(
+        default=0.2, ge=0, le=1,
+        description="sweep the heap in page order when this share of rows is expired; 0: never",
+    )
 
 
 class GdprPurgeSettings(JobSettings):
@@ -123,6 +130,11 @@ class AuditVerifySettings(JobSettings):
     full_every_hours: int = Field(default=24, ge=1, description="how often a run goes full")
     batch_size: int = Field(default=200_000, gt=0)
     statement_timeout_ms: int = Field(default=300_000, gt=0)
+    parallel_connections: int = Field(
+        default=2, ge=1, le=8, description="connections verifying disjoint ranges at once"
+    )
+    parallel_min_rows: int = Field(default=100_000, ge=1,
+                                   description="fewer rows to verify: one connection")
 
 
 class VacuumAnalyzeSettings(JobSettings):
