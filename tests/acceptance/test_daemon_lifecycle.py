@@ -53,12 +53,15 @@ def test_sighup_applies_a_new_schedule_and_refuses_a_broken_file(
         daemons: Any, daemon_env: dict[str, str], db_url: str, tmp_path: Path) -> None:
     config = Path(daemon_env["GTH_MAINT_CONFIG"])
     daemon = daemons(daemon_env).wait_ready()
-    assert daemon.metric("gth_maint_task_interval_seconds", task="history_prune") > 86400
+    daemon.wait_until(lambda: (daemon.metric("gth_maint_task_interval_seconds",
+                                             task="history_prune") or 0) > 86400, 10,
+                      "the yearly interval (computed just after start-up)")
     write_config(config, {"history_prune": {"schedule": "*/2 * * * * *"}})
     daemon.signal(signal.SIGHUP)
     daemon.wait_until(lambda: any(r[1] == "schedule" for r in runs(db_url, "history_prune")),
                       20, "a run on the new schedule")
-    assert daemon.metric("gth_maint_task_interval_seconds", task="history_prune") == 2
+    daemon.wait_until(lambda: daemon.metric("gth_maint_task_interval_seconds",
+                                            task="history_prune") == 2, 10, "the new interval")
     config.write_text("[jobs.history_prune]\nschedule = 'not cron'\n")
     daemon.signal(signal.SIGHUP)
     daemon.wait_until(lambda: "reload refused" in daemon.log(), 10, "the refusal")
