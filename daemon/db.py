@@ -12,7 +12,7 @@ import structlog
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from daemon.errors import DatabaseError, DatabaseUnavailable
+from daemon.errors import DatabaseError, DatabaseUnavailable, MaintError
 
 log = structlog.get_logger("gth_maintd.db")
 
@@ -60,6 +60,13 @@ def wrap_errors(action: str) -> Iterator[None]:
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def error_text(exc: BaseException) -> str:
+    """One line for logs and the run history; the type name only for unexpected errors."""
+    if isinstance(exc, psycopg.Error | MaintError):
+        return one_line(exc)
+    return f"{type(exc).__name__}: {one_line(exc)}"
 
 
 def wait_for_database(

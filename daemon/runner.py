@@ -24,7 +24,7 @@ import structlog
 from psycopg_pool import ConnectionPool
 
 from daemon import history, metrics
-from daemon.db import LOCK_CLASS, connect, one_line, set_timeouts
+from daemon.db import LOCK_CLASS, connect, error_text, one_line, set_timeouts
 from daemon.errors import MaintError
 from daemon.jobs import job_class
 from daemon.jobs.base import JobContext
@@ -166,8 +166,7 @@ class Runner:
             outcome.details = result.details
         except Exception as exc:  # a failing job never stops the daemon
             outcome.outcome = "failure"
-            outcome.error = one_line(exc) if isinstance(exc, MaintError | psycopg.Error) \
-                else f"{type(exc).__name__}: {one_line(exc)}"
+            outcome.error = error_text(exc)
             if self._cancelled:
                 outcome.error = f"cancelled by shutdown: {outcome.error}"
             unexpected = not isinstance(exc, MaintError | psycopg.Error)

@@ -9,8 +9,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from daemon.db import one_line
-from daemon.errors import JobFailed, MaintError
+from daemon.errors import JobFailed
 from daemon.jobs.base import JobContext
 from daemon.settings import JobSettings
 
@@ -43,13 +42,6 @@ def session_settings(conn: psycopg.Connection[Any], **values: int | str) -> Iter
             for name, old in previous.items():
                 with contextlib.suppress(psycopg.Error):
                     conn.execute("SELECT set_config(%s, %s, false)", (name, old))
-
-
-def error_text(exc: BaseException) -> str:
-    """One line for logs and the run history."""
-    if isinstance(exc, MaintError | psycopg.Error):
-        return one_line(exc)
-    return f"{type(exc).__name__}: {one_line(exc)}"
 
 
 def server_version(conn: psycopg.Connection[Any]) -> int:

@@ -33,6 +33,7 @@ import psycopg
 
 from daemon import metrics
 from daemon.errors import JobFailed
+from daemon.jobs._util import job_settings
 from daemon.jobs.base import Job, JobContext, JobOption, JobResult
 from daemon.settings import AuditVerifySettings
 from daemon.sqlfiles import query
@@ -84,8 +85,7 @@ class AuditVerify(Job):
                                    "rows after the last checkpoint"),)
 
     def run(self, ctx: JobContext) -> JobResult:
-        settings = ctx.settings
-        assert isinstance(settings, AuditVerifySettings)
+        settings = job_settings(ctx, AuditVerifySettings)
         started = time.monotonic()
         file_path = ctx.state_dir / CHECKPOINT_FILE
         with ctx.connection() as conn:

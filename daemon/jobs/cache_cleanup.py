@@ -35,8 +35,9 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from daemon.db import error_text
 from daemon.errors import JobFailed
-from daemon.jobs._util import error_text, job_settings, session_settings
+from daemon.jobs._util import job_settings, session_settings
 from daemon.jobs.base import Job, JobContext, JobResult
 from daemon.settings import CacheCleanupSettings
 from daemon.sqlfiles import query

@@ -22,6 +22,7 @@ import psycopg
 
 from daemon.db import one_line
 from daemon.errors import JobFailed
+from daemon.jobs._util import job_settings
 from daemon.jobs.base import Job, JobContext, JobResult
 from daemon.settings import GdprPurgeSettings
 from daemon.sqlfiles import query
@@ -34,8 +35,7 @@ class GdprPurge(Job):
     supports_dry_run = True
 
     def run(self, ctx: JobContext) -> JobResult:
-        settings = ctx.settings
-        assert isinstance(settings, GdprPurgeSettings)
+        settings = job_settings(ctx, GdprPurgeSettings)
         with ctx.connection() as conn:
             row = conn.execute(query(GROUP, "cutoffs"), {
                 "grace_days": settings.grace_days,

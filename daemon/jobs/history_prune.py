@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from daemon.jobs._util import job_settings
 from daemon.jobs.base import Job, JobContext, JobResult
 from daemon.settings import HistoryPruneSettings
 from daemon.sqlfiles import query
@@ -29,8 +30,7 @@ class HistoryPrune(Job):
     supports_dry_run = True
 
     def run(self, ctx: JobContext) -> JobResult:
-        settings = ctx.settings
-        assert isinstance(settings, HistoryPruneSettings)
+        settings = job_settings(ctx, HistoryPruneSettings)
         keep_days = settings.keep_days
         batch_size = settings.batch_size
         with ctx.connection() as conn:

@@ -30,9 +30,9 @@ import psycopg
 from psycopg import sql
 
 from daemon import metrics
-from daemon.db import retry_on_lock_timeout
+from daemon.db import error_text, retry_on_lock_timeout
 from daemon.errors import JobFailed
-from daemon.jobs._util import error_text, job_settings
+from daemon.jobs._util import job_settings
 from daemon.jobs.base import Job, JobContext, JobResult
 from daemon.settings import MatviewsSettings
 from daemon.sqlfiles import query

@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 from daemon.db import retry_on_lock_timeout
+from daemon.jobs._util import job_settings
 from daemon.jobs.base import Job, JobContext, JobResult
 from daemon.settings import PaymentExpirySettings
 from daemon.sqlfiles import query
@@ -30,8 +31,7 @@ class PaymentExpiry(Job):
     supports_dry_run = True
 
     def run(self, ctx: JobContext) -> JobResult:
-        settings = ctx.settings
-        assert isinstance(settings, PaymentExpirySettings)
+        settings = job_settings(ctx, PaymentExpirySettings)
         with ctx.connection() as conn:
             row = conn.execute(query(GROUP, "cutoff")).fetchone()
             assert row is not None

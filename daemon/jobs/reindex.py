@@ -31,8 +31,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from daemon.db import error_text
 from daemon.errors import JobFailed
-from daemon.jobs._util import error_text, job_settings, session_settings
+from daemon.jobs._util import job_settings, session_settings
 from daemon.jobs.base import Job, JobContext, JobResult
 from daemon.settings import ReindexSettings
 from daemon.sqlfiles import query

@@ -32,9 +32,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from daemon.db import retry_on_lock_timeout
+from daemon.db import error_text, retry_on_lock_timeout
 from daemon.errors import JobFailed
-from daemon.jobs._util import error_text, job_settings, server_version
+from daemon.jobs._util import job_settings, server_version
 from daemon.jobs.base import Job, JobContext, JobOption, JobResult
 from daemon.settings import VacuumAnalyzeSettings
 from daemon.sqlfiles import query

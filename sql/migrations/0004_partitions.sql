@@ -36,6 +36,29 @@ COMMENT ON FUNCTION public.partition_bounds(regclass) IS
     'Partitions of a range-partitioned table with their bounds (NULL for MINVALUE/MAXVALUE '
     'and for the DEFAULT partition), default last, then by lower bound.';
 
+-- The partition key column of a table range-partitioned on one timestamptz column, or an
+-- error. Used by create_month_partition() and the partition maintenance helpers (0021).
+CREATE FUNCTION public.partition_key_column(p_parent regclass)
+    RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, public
+    AS $$
+DECLARE
+    v_key text;
+BEGIN
+    SELECT a.attname INTO v_key
+      FROM pg_partitioned_table pt
+      JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0]
+     WHERE pt.partrelid = p_parent AND pt.partstrat = 'r' AND pt.partnatts = 1
+       AND a.atttypid = 'timestamptz'::regtype;
+    IF v_key IS NULL THEN
+        RAISE EXCEPTION '% is not range-partitioned on one timestamptz column', p_parent
+            USING ERRCODE = 'wrong_object_type';
+    END IF;
+    RETURN v_key;
+END
+$$;
+
 CREATE FUNCTION public.create_month_partition(p_parent regclass, p_month date)
     RETURNS text
     LANGUAGE plpgsql
@@ -68,15 +91,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION '% is not a partitioned table', p_parent USING ERRCODE = 'wrong_object_type';
     END IF;
-    SELECT a.attname INTO v_key
-      FROM pg_partitioned_table pt
-      JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0]
-     WHERE pt.partrelid = p_parent AND pt.partstrat = 'r' AND pt.partnatts = 1
-       AND a.atttypid = 'timestamptz'::regtype;
-    IF v_key IS NULL THEN
-        RAISE EXCEPTION '% is not range-partitioned on one timestamptz column', p_parent
-            USING ERRCODE = 'wrong_object_type';
-    END IF;
+    v_key := public.partition_key_column(p_parent);
 
     v_from_text := to_char(p_month, 'YYYY-MM') || '-01 00:00:00+00';
     v_to_text := to_char((date_trunc('month', p_month::timestamp) + interval '1 month')::date,
