@@ -290,8 +290,8 @@ def _verify(ctx: JobContext, settings: AuditVerifySettings, start: int, prev: by
                 return _walk(ctx, settings, start, prev, end)
             seeds.append(bytes(row[1]))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="audit-verify") as pool:
-        futures = [pool.submit(_walk, ctx, settings, bounds[i], seeds[i], bounds[i + 1] - 1)
-                   for i in range(workers)]
+        futures = [pool.submit(_walk, ctx, settings, bounds[i], seeds[i], bounds[i + 1] - 1,
+                               False) for i in range(workers)]
         walks = [f.result() for f in futures]
     return _join(ctx, walks)
 
@@ -321,10 +321,14 @@ _rows_lock = threading.Lock()
 
 
 def _walk(ctx: JobContext, settings: AuditVerifySettings, start: int, prev: bytes,
-          end: int) -> Walk:
+          end: int, server_parallel: bool = True) -> Walk:
     walk = Walk(start=start, start_prev=prev, last_position=start - 1, last_hash=prev)
     position = start
     with ctx.connection() as conn:
+        if not server_parallel:
+            # The job's own connections already use the cores: parallel workers under each
+            # would only compete with them (measured: slower, see bench/compare_audit.py).
+            conn.execute("SET max_parallel_workers_per_gather = 0")
         while position <= end:
             if ctx.should_stop():
                 walk.stopped = True

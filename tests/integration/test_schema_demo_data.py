@@ -139,3 +139,21 @@ def test_non_autocommit_connection_is_restored(db_url: str) -> None:
         counts = demo_data.generate(conn, "tiny", seed=3)
         assert conn.autocommit is False
         assert counts["users"] == 12
+
+
+AUDIT_INDEXES = ("SELECT array_agg(pg_get_indexdef(indexrelid) ORDER BY indexrelid::regclass::text)"
+                 " FROM pg_index WHERE indrelid = 'audit_log'::regclass")
+
+
+def test_bulk_load_rebuilds_the_audit_indexes_it_dropped(conn: psycopg.Connection[Any]) -> None:
+    before = one(conn, AUDIT_INDEXES)
+    assert any("gin" in definition for definition in before)
+    demo_data.generate(conn, "tiny", bulk=True)
+    assert one(conn, AUDIT_INDEXES) == before
+    # Also when the load fails half way (here: the same seed again, so keys collide).
+    conn.execute("SET session_replication_role = replica")  # past the truncate guard
+    conn.execute("TRUNCATE audit_log")  # empty again, so the indexes are dropped again
+    conn.execute("RESET session_replication_role")
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        demo_data.generate(conn, "tiny", bulk=True)
+    assert one(conn, AUDIT_INDEXES) == before
