@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import json
 import logging
 import os
 import platform
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             sizes[key] = getattr(args, key)
     if args.repeat < 1 or min(sizes.values()) < 1:
         parser.error("--repeat and the dataset sizes must be >= 1")
+    if args.reuse is not None and not (args.reuse / "postgresql.conf").is_file():
+        parser.error(f"--reuse {args.reuse}: not a cluster data directory kept by --keep")
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
     binaries = next((b for b in available_binaries() if b.version == args.pg), None)
@@ -93,7 +96,15 @@ def main(argv: list[str] | None = None) -> int:
         scale = demo_data.plan("bench", **sizes)
         env = BenchEnv(cluster=cluster, dbname=DATASET_DB, scale=scale, small=args.small,
                        repeat=args.repeat, workdir=workdir, log=_log)
-        build_seconds = build_dataset(env) if not _dataset_exists(env) else 0.0
+        build_note = cluster.datadir / "gth-bench-build.json"
+        if _dataset_exists(env):
+            built = json.loads(build_note.read_text()) if build_note.exists() else {}
+            build = (f"dataset reused, built earlier in {built.get('seconds', 0) / 60:.0f} min "
+                     f"by `{built.get('command', 'an earlier run')}`")
+        else:
+            seconds = build_dataset(env)
+            build_note.write_text(json.dumps({"seconds": seconds, "command": _command(argv)}))
+            build = f"dataset build {seconds / 60:.1f} min"
         for key in [] if args.build_only else args.only or list(SECTIONS):
             module = importlib.import_module(SECTIONS[key])
             _log(f"== {module.TITLE}")
@@ -108,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             sections.append(section)
         if args.build_only:
             return 0
-        report = render(args, argv, env, sections, build_seconds, time.monotonic() - started)
+        report = render(argv, env, sections, build, time.monotonic() - started)
         args.out.write_text(report, encoding="utf-8")
         _log(f"wrote {args.out}")
     finally:
@@ -163,8 +174,13 @@ def build_dataset(env: BenchEnv) -> float:
     return seconds
 
 
-def render(args: argparse.Namespace, argv: list[str] | None, env: BenchEnv,
-           sections: list[Section], build_seconds: float, total_seconds: float) -> str:
+def _command(argv: list[str] | None) -> str:
+    return "python -m bench " + " ".join(shlex.quote(a) for a in (
+        argv if argv is not None else sys.argv[1:]))
+
+
+def render(argv: list[str] | None, env: BenchEnv, sections: list[Section], build: str,
+           total_seconds: float) -> str:
     with psycopg.connect(env.url) as conn:
         server = conn.execute("SHOW server_version").fetchone()
         counts = conn.execute(
@@ -172,13 +188,12 @@ def render(args: argparse.Namespace, argv: list[str] | None, env: BenchEnv,
             " (SELECT count(*) FROM user_behavior_log), (SELECT count(*) FROM audit_log),"
             " pg_size_pretty(pg_database_size(current_database()))").fetchone()
     assert server is not None and counts is not None
-    command = "python -m bench " + " ".join(shlex.quote(a) for a in (
-        argv if argv is not None else sys.argv[1:]))
+    command = _command(argv)
     lines = [
         "# gth-maintd performance evidence",
         "",
         f"Written by `{command.strip()}` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC "
-        f"in {total_seconds / 60:.0f} min (dataset build {build_seconds / 60:.1f} min). "
+        f"in {total_seconds / 60:.0f} min ({build}). "
         "Every comparison ran side by side in this one run, on the same data, in rotating "
         f"order, {env.repeat} times per method; tables show medians. The machine is shared "
         "and noisy: read the ratios, not the absolute times.",
