@@ -210,10 +210,10 @@ def _add_ratings(conn: psycopg.Connection[Any], stays: list[tuple[Any, str]], ba
 
 
 def _changed(conn: psycopg.Connection[Any], view: sql.Identifier) -> int:
-    """Rows of the view that differ from the snapshot taken before the refresh."""
+    """Rows of the view that are new or changed since the snapshot taken before the refresh
+    (each changed row counted once: its new version)."""
     return _count(conn, sql.SQL(
-        "SELECT count(*) FROM ((TABLE bench_view_before EXCEPT ALL TABLE {v})"
-        " UNION ALL (TABLE {v} EXCEPT ALL TABLE bench_view_before)) d").format(v=view))
+        "SELECT count(*) FROM (TABLE {v} EXCEPT ALL TABLE bench_view_before) d").format(v=view))
 
 
 def _collect(streams: list[list[float]], starts: list[int], ends: list[int]) -> list[float]:
