@@ -94,7 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
     from daemon.app import Daemon
 
-    return Daemon(settings).run()
+    code = Daemon(settings).run()
+    # The stop is complete: runs finished or were cancelled, the pool is closed, the pidfile
+    # released. Leave now, so that neither a job thread still stuck in the database nor a
+    # second stop signal landing in interpreter teardown (where Python restores the default
+    # handlers: death by SIGTERM instead of this exit code) can change how the process ends.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @contextmanager

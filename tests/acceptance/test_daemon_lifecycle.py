@@ -30,6 +30,15 @@ def hold_matview_lock(db_url: str) -> psycopg.Connection[Any]:
     return holder
 
 
+def blocked_on_the_lock(db_url: str) -> bool:
+    """The matviews run really waits in the database (not just started), so a stop signal
+    finds it in flight however loaded the machine is."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted"
+                           " AND relation = 'public.bookings'::regclass").fetchone()
+    return bool(row and row[0])
+
+
 def slow_matviews_config(tmp_path: Path, **top: Any) -> str:
     return str(write_config(tmp_path / "slow.toml", {"matviews": {"lock_timeout_ms": 120_000}},
                             **top))
@@ -81,6 +90,7 @@ def test_sigterm_during_a_run_exits_0_within_the_grace(
         assert cli("trigger", "matviews", env=env).returncode == 0
         daemon.wait_until(lambda: daemon.metric("gth_maint_task_running", task="matviews") == 1,
                           20, "the run to start")
+        daemon.wait_until(lambda: blocked_on_the_lock(db_url), 20, "the run to wait on the lock")
         started = time.monotonic()
         daemon.signal(signal.SIGTERM)
         assert daemon.wait_exit(timeout=15) == 0
@@ -104,6 +114,7 @@ def test_second_sigterm_exits_at_once(daemons: Any, daemon_env: dict[str, str], 
         cli("trigger", "matviews", env=env)
         daemon.wait_until(lambda: daemon.metric("gth_maint_task_running", task="matviews") == 1,
                           20, "the run to start")
+        daemon.wait_until(lambda: blocked_on_the_lock(db_url), 20, "the run to wait on the lock")
         daemon.signal(signal.SIGTERM)
         time.sleep(0.5)
         daemon.signal(signal.SIGTERM)
