@@ -20,14 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import structlog
 from psycopg import sql
-from pydantic import SecretStr
 
-from daemon.db import set_timeouts
 from daemon.demo_data import Scale
-from daemon.jobs.base import Job, JobContext, JobResult
-from daemon.settings import Settings
+from daemon.jobs.base import Job, JobResult
+from tests.jobcontext import job_context
 from tests.pgcluster import PgCluster
 
 # Appended to the throwaway cluster's postgresql.conf (on top of the test cluster's fsync=off
@@ -194,21 +191,8 @@ def run_job(job: type[Job], url: str, task: str, *, options: dict[str, Any] | No
             state_dir: Path | None = None, **settings_update: Any) -> JobResult:
     """Run one job the way the daemon does (its settings' timeouts on every connection),
     with some of its settings overridden."""
-    app = Settings(database_url=SecretStr(url),
-                   state_dir=state_dir or Path(tempfile.gettempdir()) / "gth-bench-state")
-    base = getattr(app.jobs, task)
-    job_settings = base.model_copy(update=settings_update)
-
-    @contextlib.contextmanager
-    def factory() -> Iterator[psycopg.Connection[Any]]:
-        with psycopg.connect(url, autocommit=True) as conn:
-            set_timeouts(conn, job_settings.statement_timeout_ms, job_settings.lock_timeout_ms)
-            yield conn
-
-    ctx = JobContext(task=task, settings=job_settings, app_settings=app,
-                     connection_factory=factory, log=structlog.get_logger(),
-                     stop_event=threading.Event(), options=options or {})
-    return job().run(ctx)
+    state = state_dir or Path(tempfile.gettempdir()) / "gth-bench-state"
+    return job().run(job_context(url, state, task, options=options, **settings_update))
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

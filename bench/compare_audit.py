@@ -17,9 +17,7 @@ Goals (issues 4 and 6): full verification at least 3x faster than the loop and a
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,8 +27,14 @@ import psycopg
 from psycopg import sql
 
 from bench.common import BenchEnv, Goal, Section, median, ratio, rotations, run_job
-from daemon.jobs.audit_verify import CHECKPOINT_FILE
+from daemon.jobs.audit_verify import (
+    CHECKPOINT_FILE,
+    GROUP,
+    database_identity,
+    write_file_checkpoint,
+)
 from daemon.jobs.audit_verify import JOB as AUDIT_VERIFY
+from daemon.sqlfiles import query
 
 KEY = "audit"
 TITLE = "Audit chain verification (full chain, the dataset's audit trail)"
@@ -218,22 +222,20 @@ def build_seed_copy(conn: psycopg.Connection[Any], url: str) -> float:
 
 
 def checkpoint_at(conn: psycopg.Connection[Any], state_dir: Path, position: int) -> None:
-    """A valid full-pass checkpoint at `position`, in the database and in the state file."""
+    """A valid full-pass checkpoint at `position`, in the database and in the state file,
+    written with the job's own query and writer (as if a full pass had ended there)."""
     conn.execute("DELETE FROM maintenance.audit_checkpoints")
-    row = conn.execute("SELECT row_hash, id FROM audit_log WHERE chain_position = %s",
-                       (position,)).fetchone()
+    row = conn.execute(query(GROUP, "row_at"), {"position": position}).fetchone()
     assert row is not None
-    conn.execute(
-        "INSERT INTO maintenance.audit_checkpoints (verified_through_position, row_hash,"
-        " audit_id, full_pass, valid, from_position) VALUES (%s, %s, %s, true, true, 1)",
-        (position, row[0], row[1]))
-    ident = conn.execute("SELECT current_database(),"
-                         " (SELECT system_identifier FROM pg_control_system())::text").fetchone()
-    assert ident is not None
-    (state_dir / CHECKPOINT_FILE).write_text(json.dumps({
-        "database": ident[0], "system_identifier": ident[1], "position": position,
-        "row_hash": bytes(row[0]).hex(), "audit_id": row[1],
-        "verified_at": dt.datetime.now(dt.UTC).isoformat(), "full_pass": True}))
+    audit_id, row_hash = int(row[0]), bytes(row[2])
+    checkpoint = conn.execute(query(GROUP, "insert_checkpoint"), {
+        "position": position, "row_hash": row_hash, "audit_id": audit_id, "full_pass": True,
+        "valid": True, "from_position": 1, "rows_checked": position, "redacted_rows": 0,
+        "duration_ms": 0, "first_bad_position": None, "first_bad_id": None, "reason": None,
+    }).fetchone()
+    assert checkpoint is not None
+    write_file_checkpoint(state_dir / CHECKPOINT_FILE, database_identity(conn), position,
+                          row_hash, audit_id, checkpoint[1], True)
 
 
 def breakdown(conn: psycopg.Connection[Any], rows: int) -> dict[str, float]:

@@ -4,6 +4,7 @@ that template for each test."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from collections.abc import Iterator
@@ -87,32 +88,6 @@ def conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
 def job_ctx(db_url: str, tmp_path: Any) -> Any:
     """Build a JobContext for a job on the per-test database: job_ctx("cache_cleanup",
     batch_size=10, dry_run=True, options={"full": True}). Connections carry the job's timeouts."""
-    import contextlib
-    import threading
+    from tests.jobcontext import job_context
 
-    import structlog
-
-    from daemon.db import set_timeouts
-    from daemon.jobs.base import JobContext
-    from daemon.settings import Settings
-
-    def build(task: str, *, dry_run: bool = False, options: dict[str, Any] | None = None,
-              stop_event: threading.Event | None = None, **overrides: Any) -> JobContext:
-        app = Settings(database_url=db_url, state_dir=tmp_path / "state")
-        app.state_dir.mkdir(parents=True, exist_ok=True)
-        job_settings = app.jobs.get(task).model_copy(update=overrides)
-        setattr(app.jobs, task, job_settings)
-
-        @contextlib.contextmanager
-        def factory() -> Any:
-            with psycopg.connect(db_url, autocommit=True) as connection:
-                set_timeouts(connection, job_settings.statement_timeout_ms,
-                             job_settings.lock_timeout_ms)
-                yield connection
-
-        return JobContext(task=task, settings=job_settings, app_settings=app,
-                          connection_factory=factory, log=structlog.get_logger(task=task),
-                          stop_event=stop_event or threading.Event(), dry_run=dry_run,
-                          options=options or {})
-
-    return build
+    return functools.partial(job_context, db_url, tmp_path / "state")

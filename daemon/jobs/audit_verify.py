@@ -92,7 +92,7 @@ class AuditVerify(Job):
             head = _head(conn)
             ctx.log.info("audit chain head", head_position=head.position, head_id=head.audit_id,
                          head_hash=head.row_hash.hex())
-            identity = _identity(conn)
+            identity = database_identity(conn)
             last_cp = conn.execute(query(GROUP, "last_checkpoint")).fetchone()
             last_entry = conn.execute(query(GROUP, "last_entry")).fetchone()
             full, why = _choose_mode(conn, settings, bool(ctx.options.get("full")), last_cp,
@@ -152,7 +152,7 @@ class AuditVerify(Job):
                           head_position=head.position, head_hash=head.row_hash.hex())
             raise JobFailed(f"audit chain broken: {bad.describe()}")
         metrics.AUDIT_HEAD_ID.set(walk.last_position)
-        _write_file_checkpoint(file_path, identity, walk.last_position, walk.last_hash,
+        write_file_checkpoint(file_path, identity, walk.last_position, walk.last_hash,
                                head.audit_id, row[1], full)
         ctx.log.info("audit chain verified", mode=details["mode"], rows=walk.rows,
                      redacted=walk.redacted, verified_through=walk.last_position,
@@ -170,7 +170,7 @@ def _head(conn: psycopg.Connection[Any]) -> Head:
     return Head(int(row[1]), int(row[0]), bytes(row[2]))
 
 
-def _identity(conn: psycopg.Connection[Any]) -> dict[str, str | None]:
+def database_identity(conn: psycopg.Connection[Any]) -> dict[str, str | None]:
     try:
         row = conn.execute(query(GROUP, "database_identity")).fetchone()
     except psycopg.errors.InsufficientPrivilege:
@@ -256,7 +256,7 @@ def _read_file_checkpoint(ctx: JobContext, path: Path,
     return data
 
 
-def _write_file_checkpoint(path: Path, identity: dict[str, str | None], position: int,
+def write_file_checkpoint(path: Path, identity: dict[str, str | None], position: int,
                            row_hash: bytes, audit_id: int | None, verified_at: dt.datetime,
                            full: bool) -> None:
     data = {**identity, "position": position, "row_hash": row_hash.hex(),
