@@ -3,9 +3,14 @@
 On the dataset's own audit trail (every audited row the generator wrote), side by side in
 rotating order:
 
-  * job full, 2 connections: `run-job audit_verify --full` as the daemon runs it;
-  * job full, 1 connection: the same, one backend (PostgreSQL may add parallel workers);
-  * schema SQL: SELECT verify_audit_log_integrity() (one statement);
+  * job full, 2 connections: `run-job audit_verify --full` as the daemon runs it every day,
+    on a chain whose blocks an earlier pass sealed (each sealed block re-hashed once and
+    compared with its seal, see docs/audit.md);
+  * job full, 1 connection: the same, one backend;
+  * job first full pass: the same on a chain without seals: every row's own hashes, then
+    each block sealed (what a block costs once, when it is new or after a redaction);
+  * job full --rehash: every row's own two hashes, no seals (what an external auditor runs);
+  * schema SQL: SELECT verify_audit_log_integrity() (one statement, row by row);
   * seed loop: verify_audit_log_integrity_loop(), defined here and not in the schema: the
     row-by-row PL/pgSQL loop the seed would have written, one sha256 per row over the fields
     rendered as text, on a copy of the rows carrying such text hashes;
@@ -27,12 +32,8 @@ import psycopg
 from psycopg import sql
 
 from bench.common import BenchEnv, Goal, Section, median, ratio, rotations, run_job
-from daemon.jobs.audit_verify import (
-    CHECKPOINT_FILE,
-    GROUP,
-    database_identity,
-    write_file_checkpoint,
-)
+from daemon.jobs._audit_chain import GROUP
+from daemon.jobs.audit_verify import CHECKPOINT_FILE, database_identity, write_file_checkpoint
 from daemon.jobs.audit_verify import JOB as AUDIT_VERIFY
 from daemon.sqlfiles import query
 
@@ -96,7 +97,12 @@ BREAKDOWN = {
         "SELECT count(*) FROM (SELECT prev_hash <> lag(row_hash) OVER (ORDER BY chain_position)"
         " AS b FROM audit_log WHERE chain_position <= %(n)s) s WHERE b",
     "sequential scan": "SELECT count(*) FROM audit_log WHERE chain_position <= %(n)s",
+    "sealed block digest, audit_block_digest() per block of 8192":
+        "SELECT count(d.digest) FROM generate_series(0, %(n)s / 8192 - 1) g,"
+        " audit_block_digest(g * 8192 + 1, g * 8192 + 8192) d",
 }
+FULL = "job full, 2 connections (default; sealed chain)"
+LOOP = "seed-style PL/pgSQL loop (text)"
 
 
 def run(env: BenchEnv) -> Section:
@@ -113,13 +119,26 @@ def run(env: BenchEnv) -> Section:
         for table in ("audit_log", "bench_seed_audit"):  # warm the cache for everyone
             conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
 
-        def job_full(connections: int) -> Callable[[], None]:
+        def job_full(connections: int, rehash: bool = False,
+                     sealed: int | None = None) -> Callable[[], None]:
             def run_once() -> None:
-                details = run_job(AUDIT_VERIFY, env.url, "audit_verify", options={"full": True},
+                options = {"rehash": True} if rehash else {"full": True}
+                details = run_job(AUDIT_VERIFY, env.url, "audit_verify", options=options,
                                   state_dir=state_dir,
                                   parallel_connections=connections).details
                 assert details["rows_verified"] == rows, details
+                if sealed is not None:
+                    assert details["rows_checked_by_seal"] == sealed, details
             return run_once
+
+        def sealed_chain() -> None:
+            """Untimed: make sure the seals are in place and anchored (a full pass)."""
+            newest = conn.execute(
+                "SELECT valid AND full_pass AND seal_seq IS NOT NULL"
+                " FROM maintenance.audit_checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+            if not (newest and newest[0]):
+                run_job(AUDIT_VERIFY, env.url, "audit_verify", options={"full": True},
+                        state_dir=state_dir)
 
         def schema_sql() -> None:
             assert conn.execute("SELECT verify_audit_log_integrity()").fetchone() == (True,)
@@ -129,35 +148,49 @@ def run(env: BenchEnv) -> Section:
             assert got == (True,), got
 
         def incremental_pass() -> None:
-            checkpoint_at(conn, state_dir, rows - incremental)
             details = run_job(AUDIT_VERIFY, env.url, "audit_verify", state_dir=state_dir).details
             assert details["mode"] == "incremental", details
             assert details["rows_verified"] == incremental, details
 
-        methods: dict[str, tuple[Callable[[], None], int]] = {
-            "job full, 2 connections (default)": (job_full(2), rows),
-            "job full, 1 connection": (job_full(1), rows),
-            "schema SQL, verify_audit_log_integrity()": (schema_sql, rows),
-            "seed-style PL/pgSQL loop (text)": (seed_loop, rows),
-            f"job incremental, newest {incremental:,}": (incremental_pass, incremental),
+        def nothing() -> None:
+            pass
+
+        sealable = rows - rows % 8192
+        # name: (untimed preparation, timed run, rows)
+        methods: dict[str, tuple[Callable[[], None], Callable[[], None], int]] = {
+            FULL: (sealed_chain, job_full(2, sealed=sealable), rows),
+            "job full, 1 connection (sealed chain)": (sealed_chain, job_full(1, sealed=sealable),
+                                                      rows),
+            "job first full pass, 2 connections (verifies and seals)":
+                (lambda: reset_seals(conn, state_dir), job_full(2, sealed=0), rows),
+            "job full --rehash, 2 connections (every row's own hashes)":
+                (nothing, job_full(2, rehash=True, sealed=0), rows),
+            "schema SQL, verify_audit_log_integrity()": (nothing, schema_sql, rows),
+            LOOP: (nothing, seed_loop, rows),
+            f"job incremental, newest {incremental:,}":
+                (lambda: checkpoint_at(conn, state_dir, rows - incremental), incremental_pass,
+                 incremental),
         }
         times: dict[str, list[float]] = {name: [] for name in methods}
         for round_no, name in rotations(list(methods), env.repeat):
-            began = time.perf_counter()
             methods[name][0]()
+            began = time.perf_counter()
+            methods[name][1]()
             times[name].append(time.perf_counter() - began)
             env.log(f"  audit round {round_no + 1}: {name}: {times[name][-1]:.2f} s")
         parts = breakdown(conn, min(rows, BREAKDOWN_ROWS))
         # The copy is as big as the chain itself (tens of GB at full scale): give it back.
         conn.execute("DROP TABLE bench_seed_audit")
         conn.execute("DROP FUNCTION verify_audit_log_integrity_loop()")
-        conn.execute("DELETE FROM maintenance.audit_checkpoints")
+        reset_seals(conn, state_dir)
 
     med = {name: median(values) for name, values in times.items()}
-    loop = med["seed-style PL/pgSQL loop (text)"]
-    full = med["job full, 2 connections (default)"]
+    loop = med[LOOP]
+    full = med[FULL]
+    first = med["job first full pass, 2 connections (verifies and seals)"]
+    rehash = med["job full --rehash, 2 connections (every row's own hashes)"]
     section = Section(KEY, TITLE, ["method", "rows", "median s", "rows/s", "vs seed loop"])
-    for name, (_, count) in methods.items():
+    for name, (_, _, count) in methods.items():
         section.rows.append([name, f"{count:,}", f"{med[name]:.3f}",
                              f"{count / med[name]:,.0f}", ratio(loop * count / rows, med[name])])
     incremental_name = next(n for n in med if n.startswith("job incremental"))
@@ -170,6 +203,10 @@ def run(env: BenchEnv) -> Section:
         f"Incremental pass over the newest {incremental:,} rows took "
         f"{med[incremental_name]:.3f} s against {full:.2f} s for the full pass "
         f"({full / med[incremental_name]:.0f}x less); the hourly runs are incremental.",
+        f"The first full pass over blocks without seals took {first:.2f} s "
+        f"({first / full:.1f}x the sealed pass): a block pays it once, when it is new or after "
+        f"a GDPR redaction unsealed it. --rehash (every row's own hashes, no seals) took "
+        f"{rehash:.2f} s ({ratio(loop, rehash)} the loop).",
         f"The seed-style copy (text hashes) was built in {built:.0f} s, outside the timings.",
         "Per-row cost of the parts, one backend, no parallel workers, first "
         f"{min(rows, BREAKDOWN_ROWS):,} rows: "
@@ -180,20 +217,22 @@ def run(env: BenchEnv) -> Section:
 
 
 def _why(parts: dict[str, float], loop_us: float) -> str:
-    """The bound the two hashes per row put on the ratio, from this run's own numbers."""
+    """What a row costs each way, from this run's own numbers."""
     scan = parts["sequential scan"]
     short = parts["one sha256() of 32 bytes"] - scan
     payload = parts["payload hash, sha256(payload_bytes)"] - scan
     row = parts["row hash, audit_row_hash_v2() (concatenation + sha256)"] - scan
+    block = parts["sealed block digest, audit_block_digest() per block of 8192"]
     return (
-        "What bounds the ratio: a verified row needs two sha256() calls (the payload hash, which "
-        "lets a GDPR-redacted payload leave the chain verifiable, and the row hash). From SQL "
-        f"one call costs {short:.2f} us even for 32 bytes (per-call setup), the payload hash "
-        f"{payload:.2f} us and the row hash with its concatenation {row:.2f} us, while the seed "
-        f"loop spends {loop_us:.2f} us per row in all on its single hash over text; so the "
-        f"two hashes alone cap the job at {loop_us / (payload + row):.1f}x the loop per core. "
-        "The job splits the chain into ranges on `parallel_connections` connections, so it "
-        "scales with the database's cores.")
+        "Why seals: verifying a row's own hashes takes two sha256() calls (the payload hash, "
+        "which lets a GDPR-redacted payload leave the chain verifiable, and the row hash), and "
+        f"from SQL one call costs {short:.2f} us even for 32 bytes (per-call setup): the "
+        f"payload hash {payload:.2f} us and the row hash with its concatenation {row:.2f} us "
+        f"per row, against {loop_us:.2f} us per row in all for the seed loop's single hash "
+        f"over text, so row by row the job cannot pass {loop_us / (payload + row):.1f}x the "
+        f"loop per core. A sealed block costs {block:.2f} us per row (its bytes, scan "
+        "included, hashed by one call per block) and the job splits the chain over "
+        "`parallel_connections` connections.")
 
 
 def build_seed_copy(conn: psycopg.Connection[Any], url: str) -> float:
@@ -232,10 +271,21 @@ def checkpoint_at(conn: psycopg.Connection[Any], state_dir: Path, position: int)
         "position": position, "row_hash": row_hash, "audit_id": audit_id, "full_pass": True,
         "valid": True, "from_position": 1, "rows_checked": position, "redacted_rows": 0,
         "duration_ms": 0, "first_bad_position": None, "first_bad_id": None, "reason": None,
+        "seal_seq": None, "seal_hash": None,
     }).fetchone()
     assert checkpoint is not None
     write_file_checkpoint(state_dir / CHECKPOINT_FILE, database_identity(conn), position,
                           row_hash, audit_id, checkpoint[1], True)
+
+
+def reset_seals(conn: psycopg.Connection[Any], state_dir: Path) -> None:
+    """Back to a chain that was never verified: no seals, checkpoints or checkpoint file.
+    (The seal log is append-only: its guard triggers are switched off for this, superuser.)"""
+    conn.execute("ALTER TABLE maintenance.audit_seals DISABLE TRIGGER USER")
+    conn.execute("TRUNCATE maintenance.audit_seals")
+    conn.execute("ALTER TABLE maintenance.audit_seals ENABLE TRIGGER USER")
+    conn.execute("DELETE FROM maintenance.audit_checkpoints")
+    (state_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
 
 
 def breakdown(conn: psycopg.Connection[Any], rows: int) -> dict[str, float]:

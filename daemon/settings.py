@@ -135,6 +135,11 @@ class AuditVerifySettings(JobSettings):
     )
     parallel_min_rows: int = Field(default=100_000, ge=1,
                                    description="fewer rows to verify: one connection")
+    seal_block_rows: int = Field(
+        default=8192, ge=0, le=1_000_000,
+        description="rows per sealed block: full passes re-hash a sealed block once instead "
+        "of every row's two hashes; 0 = no seals (every full pass recomputes every row)",
+    )
 
 
 class VacuumAnalyzeSettings(JobSettings):

@@ -6,11 +6,14 @@ and verifies only the rows after it; a full run (every `full_every_hours`, with
 32 zero bytes. Both first compare the chain with every checkpoint ever recorded and with
 the one kept outside the database in `<state_dir>/audit-checkpoint.json`: a checkpoint
 beyond the current head is a 'truncated tail', a checkpoint whose row is gone or carries
-another hash a 'replaced tail'. Rows are verified by the schema's audit_verify_range() in
-batches of `batch_size` positions, on up to `parallel_connections` connections verifying
-disjoint position ranges; a range after the first starts from its first row's stored
-prev_hash, and the join between two ranges is checked separately (that prev_hash must equal
-the previous range's last row_hash), so the result is the same as one sequential pass.
+another hash a 'replaced tail'.
+
+A full run re-hashes each sealed block of `seal_block_rows` rows once and compares it with
+its seal (maintenance.audit_seals, migration 0033) instead of recomputing every row's two
+hashes; rows not sealed yet, and blocks a GDPR redaction unsealed, are verified row by row
+and then sealed. Seals are trusted only once a valid pass has anchored the seal log's head
+in its checkpoints (database and file). `--rehash` verifies every row's own hashes instead,
+as an external auditor would. How the chain is walked: daemon/jobs/_audit_chain.py.
 
 A broken chain records a failed pass, sets gth_maint_audit_chain_valid to 0 and raises
 JobFailed naming the first bad row. Every run logs the chain head (position, id, hash)
@@ -22,9 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,13 +34,12 @@ import psycopg
 
 from daemon import metrics
 from daemon.errors import JobFailed
+from daemon.jobs._audit_chain import GROUP, ZERO_HASH, Block, Break, Walk, plan, verify
 from daemon.jobs._util import job_settings
 from daemon.jobs.base import Job, JobContext, JobOption, JobResult
 from daemon.settings import AuditVerifySettings
 from daemon.sqlfiles import query
 
-GROUP = "audit_verify"
-ZERO_HASH = bytes(32)
 CHECKPOINT_FILE = "audit-checkpoint.json"
 
 
@@ -50,44 +50,31 @@ class Head:
     row_hash: bytes
 
 
-@dataclass(frozen=True)
-class Break:
-    position: int
-    audit_id: int | None
-    reason: str
-    detail: str = ""
-
-    def describe(self) -> str:
-        row = f"position {self.position}"
-        if self.audit_id is not None:
-            row += f" (audit_log id {self.audit_id})"
-        return f"{self.reason} at {row}" + (f": {self.detail}" if self.detail else "")
-
-
 @dataclass
-class Walk:
-    """The outcome of verifying positions [start, end] given the hash before start."""
+class SealState:
+    """The seal log as this pass may use it: blocks, and up to which entry seals are trusted."""
 
-    start: int
-    start_prev: bytes
-    rows: int = 0
-    redacted: int = 0
-    last_position: int = 0
-    last_hash: bytes = ZERO_HASH
-    bad: Break | None = None
-    stopped: bool = False
+    blocks: list[Block]
+    trusted_seq: int
+    trusted_hash: bytes | None
+    problem: Break | None
 
 
 class AuditVerify(Job):
     name = "audit_verify"
     supports_dry_run = False
-    options = (JobOption("--full", "verify the whole chain from its first row, not only the "
-                                   "rows after the last checkpoint"),)
+    options = (
+        JobOption("--full", "verify the whole chain from its first row, not only the rows "
+                            "after the last checkpoint"),
+        JobOption("--rehash", "a full pass that recomputes every row's own hashes instead of "
+                              "comparing sealed blocks with their seals (slower)"),
+    )
 
     def run(self, ctx: JobContext) -> JobResult:
         settings = job_settings(ctx, AuditVerifySettings)
         started = time.monotonic()
         file_path = ctx.state_dir / CHECKPOINT_FILE
+        rehash = bool(ctx.options.get("rehash"))
         with ctx.connection() as conn:
             head = _head(conn)
             ctx.log.info("audit chain head", head_position=head.position, head_id=head.audit_id,
@@ -95,31 +82,38 @@ class AuditVerify(Job):
             identity = database_identity(conn)
             last_cp = conn.execute(query(GROUP, "last_checkpoint")).fetchone()
             last_entry = conn.execute(query(GROUP, "last_entry")).fetchone()
-            full, why = _choose_mode(conn, settings, bool(ctx.options.get("full")), last_cp,
-                                     last_entry)
+            forced = bool(ctx.options.get("full")) or rehash
+            full, why = _choose_mode(conn, settings, forced, last_cp, last_entry)
             anchor = _read_file_checkpoint(ctx, file_path, identity)
             tail_break = _check_checkpoints(conn, head, anchor)
+            seals = _seal_state(conn, last_cp, anchor)
 
+        sealing = full and not rehash and settings.seal_block_rows > 0
         if full:
             start, prev = 1, ZERO_HASH
         else:
             assert last_cp is not None
             start, prev = int(last_cp[0]) + 1, bytes(last_cp[1] or ZERO_HASH)
-        ctx.log.info("audit verification starting", mode="full" if full else "incremental",
-                     why=why, from_position=start, to_position=head.position)
+        mode = "full" if full else "incremental"
+        ctx.log.info("audit verification starting", mode=mode, why=why, from_position=start,
+                     to_position=head.position, rehash=rehash, seals_trusted_through=
+                     seals.trusted_seq if sealing else None)
 
-        bad: Break | None = tail_break
+        bad = _earliest(tail_break, seals.problem)
         walk = Walk(start=start, start_prev=prev, last_position=start - 1, last_hash=prev)
         if full or tail_break is None:
-            walk = _verify(ctx, settings, start, prev, head.position)
-            if walk.bad is not None and (bad is None or walk.bad.position <= bad.position):
-                bad = walk.bad
+            segments = plan(start, head.position, seals.blocks, seals.trusted_seq,
+                            settings.seal_block_rows if sealing else 0)
+            walk = verify(ctx, settings, segments, prev, seals.trusted_seq, seals.blocks)
+            bad = _earliest(bad, walk.bad)
         duration_ms = int((time.monotonic() - started) * 1000)
         details: dict[str, Any] = {
-            "mode": "full" if full else "incremental", "why": why, "from_position": start,
+            "mode": mode, "why": why, "from_position": start, "rehash": rehash,
             "head_position": head.position, "head_id": head.audit_id,
             "head_hash": head.row_hash.hex(), "rows_verified": walk.rows,
-            "redacted_rows": walk.redacted, "duration_ms": duration_ms,
+            "redacted_rows": walk.redacted, "rows_newly_sealed": walk.sealed_rows,
+            "rows_checked_by_seal": walk.seal_checked_rows,
+            "duration_ms": duration_ms,
         }
         if walk.stopped and bad is None:
             ctx.log.warning("audit verification stopped before the head; no checkpoint written",
@@ -129,6 +123,8 @@ class AuditVerify(Job):
 
         valid = bad is None
         with ctx.connection() as conn, conn.transaction():
+            seal_seq, seal_hash = (_seal_anchor(conn, seals, walk, sealing) if valid
+                                   else (None, None))
             row = conn.execute(query(GROUP, "insert_checkpoint"), {
                 "position": walk.last_position if valid else max(walk.last_position, 0),
                 "row_hash": walk.last_hash if walk.last_position > 0 else None,
@@ -140,6 +136,7 @@ class AuditVerify(Job):
                 "first_bad_position": bad.position if bad else None,
                 "first_bad_id": bad.audit_id if bad else None,
                 "reason": bad.reason if bad else None,
+                "seal_seq": seal_seq, "seal_hash": seal_hash,
             }).fetchone()
         assert row is not None
         details["checkpoint_id"] = int(row[0])
@@ -152,13 +149,21 @@ class AuditVerify(Job):
                           head_position=head.position, head_hash=head.row_hash.hex())
             raise JobFailed(f"audit chain broken: {bad.describe()}")
         metrics.AUDIT_HEAD_ID.set(walk.last_position)
+        details["seal_seq"] = seal_seq
         write_file_checkpoint(file_path, identity, walk.last_position, walk.last_hash,
-                               head.audit_id, row[1], full)
-        ctx.log.info("audit chain verified", mode=details["mode"], rows=walk.rows,
-                     redacted=walk.redacted, verified_through=walk.last_position,
-                     head_id=head.audit_id, head_hash=walk.last_hash.hex(),
+                              head.audit_id, row[1], full, seal_seq, seal_hash)
+        ctx.log.info("audit chain verified", mode=mode, rows=walk.rows,
+                     redacted=walk.redacted, newly_sealed=walk.sealed_rows,
+                     verified_through=walk.last_position, head_id=head.audit_id,
+                     head_hash=walk.last_hash.hex(), seal_seq=seal_seq,
+                     seal_hash=seal_hash.hex() if seal_hash else None,
                      duration_ms=duration_ms)
         return JobResult(details=details)
+
+
+def _earliest(*breaks: Break | None) -> Break | None:
+    found = [b for b in breaks if b is not None]
+    return min(found, key=lambda b: b.position) if found else None
 
 
 # -- choosing the pass and checking the checkpoints ---------------------------------------
@@ -230,6 +235,89 @@ def _tail_break(head: Head, position: int, expected: bytes, current_id: int | No
                  f"the chain now has {now}")
 
 
+# -- the seal log ----------------------------------------------------------------------------
+
+def _seal_state(conn: psycopg.Connection[Any], last_cp: tuple[Any, ...] | None,
+                anchor: dict[str, Any] | None) -> SealState:
+    """Blocks, and the newest seal log entry both anchors (database, file) vouch for.
+
+    A seal is trusted only up to the entry the newest valid checkpoint anchored, and no
+    further than the file outside the database says (either alone when the other is gone);
+    a log that is broken or no longer matches an anchor is a failed pass, and its seals are
+    not used.
+    """
+    blocks = [Block(int(r[0]), int(r[1]), int(r[2]), str(r[3]),
+                    bytes(r[4]) if r[4] is not None else None)
+              for r in conn.execute(query(GROUP, "seal_blocks"))]
+    anchored = [int(last_cp[5])] if last_cp is not None and last_cp[5] is not None else []
+    if anchor is not None:
+        anchored.append(int(anchor.get("seal_seq") or 0))
+    trusted = min(anchored, default=0)
+    problems: list[Break] = []
+    row = conn.execute(query(GROUP, "seal_log_break")).fetchone()
+    if row is not None:
+        problems.append(Break(int(row[1]), None, "seal log mismatch",
+                              f"seal log entry {row[0]}: {row[2]}"))
+        trusted = min(trusted, int(row[0]) - 1)
+    anchors_before = len(problems)
+    mismatch = conn.execute(query(GROUP, "seal_anchor_mismatch")).fetchone()
+    if mismatch is not None:
+        problems.append(_seal_anchor_break(int(mismatch[0]), bytes(mismatch[1]), mismatch[3],
+                                           mismatch[4], f"checkpoint of "
+                                           f"{mismatch[2].isoformat()}"))
+    if anchor is not None and anchor.get("seal_seq") is not None:
+        seq, expected = int(anchor["seal_seq"]), bytes.fromhex(anchor["seal_hash"])
+        current = conn.execute(query(GROUP, "seal_entry"), {"seq": seq}).fetchone()
+        if current is None or bytes(current[0]) != expected:
+            problems.append(_seal_anchor_break(
+                seq, expected, current[0] if current else None, current[1] if current else None,
+                f"checkpoint file of {anchor.get('verified_at')} (outside the database)"))
+    if len(problems) > anchors_before:
+        trusted = 0  # an anchored entry changed: no seal can be relied on
+    trusted_hash = None
+    if trusted > 0:
+        entry = conn.execute(query(GROUP, "seal_entry"), {"seq": trusted}).fetchone()
+        trusted_hash = bytes(entry[0]) if entry else None
+        if trusted_hash is None:
+            trusted = 0
+    return SealState(blocks, trusted, trusted_hash,
+                     min(problems, key=lambda b: b.position) if problems else None)
+
+
+def _seal_anchor_break(seq: int, expected: bytes, current_hash: bytes | None,
+                       first_position: int | None, source: str) -> Break:
+    now = bytes(current_hash).hex() if current_hash is not None else "no entry"
+    return Break(int(first_position) if first_position is not None else 1, None,
+                 "seal log mismatch", f"{source} anchored seal log entry {seq} with hash "
+                 f"{expected.hex()}, the log now has {now}")
+
+
+def _seal_anchor(conn: psycopg.Connection[Any], seals: SealState, walk: Walk,
+                 sealing: bool) -> tuple[int | None, bytes | None]:
+    """The seal log entry this valid pass vouches for.
+
+    Every entry after the trusted one must be an 'unseal', a seal this pass wrote, or a seal
+    superseded by one this pass wrote; the anchor stops before the first other entry (a seal
+    nobody verified: left untrusted, so the next full pass verifies its block row by row).
+    Passes that seal nothing carry the trusted anchor forward.
+    """
+    anchor = (seals.trusted_seq, seals.trusted_hash) if seals.trusted_seq > 0 else (None, None)
+    if not sealing:
+        return anchor
+    mine = set(walk.sealed_seqs)
+    entries = conn.execute(query(GROUP, "seal_entries_after"),
+                           {"seq": seals.trusted_seq}).fetchall()
+    newest_mine: dict[int, int] = {}
+    for seq, _kind, first, _hash in entries:
+        if seq in mine:
+            newest_mine[first] = max(seq, newest_mine.get(first, 0))
+    for seq, kind, first, entry_hash in entries:
+        if not (kind == "unseal" or seq in mine or newest_mine.get(first, 0) > seq):
+            break
+        anchor = (int(seq), bytes(entry_hash))
+    return anchor
+
+
 # -- the checkpoint outside the database -----------------------------------------------------
 
 def _read_file_checkpoint(ctx: JobContext, path: Path,
@@ -238,6 +326,9 @@ def _read_file_checkpoint(ctx: JobContext, path: Path,
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         int(data["position"])
         bytes.fromhex(data["row_hash"])
+        if data.get("seal_seq") is not None:
+            int(data["seal_seq"])
+            bytes.fromhex(data["seal_hash"])
     except FileNotFoundError:
         ctx.log.info("no audit checkpoint file yet", path=str(path))
         return None
@@ -257,11 +348,13 @@ def _read_file_checkpoint(ctx: JobContext, path: Path,
 
 
 def write_file_checkpoint(path: Path, identity: dict[str, str | None], position: int,
-                           row_hash: bytes, audit_id: int | None, verified_at: dt.datetime,
-                           full: bool) -> None:
+                          row_hash: bytes, audit_id: int | None, verified_at: dt.datetime,
+                          full: bool, seal_seq: int | None = None,
+                          seal_hash: bytes | None = None) -> None:
     data = {**identity, "position": position, "row_hash": row_hash.hex(),
             "audit_id": audit_id, "verified_at": verified_at.isoformat(), "full_pass": full,
-            "hash_version": 2}
+            "hash_version": 2, "seal_seq": seal_seq,
+            "seal_hash": seal_hash.hex() if seal_hash is not None else None}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     with tmp.open("w", encoding="utf-8") as handle:
@@ -270,114 +363,6 @@ def write_file_checkpoint(path: Path, identity: dict[str, str | None], position:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-
-
-# -- walking the chain ------------------------------------------------------------------------
-
-def _verify(ctx: JobContext, settings: AuditVerifySettings, start: int, prev: bytes,
-            end: int) -> Walk:
-    """Verify positions start..end, split over parallel connections when worth it."""
-    total = end - start + 1
-    workers = min(settings.parallel_connections, max(1, total // settings.parallel_min_rows))
-    if total <= 0 or workers <= 1:
-        return _walk(ctx, settings, start, prev, end)
-    bounds = [start + total * i // workers for i in range(workers)] + [end + 1]
-    with ctx.connection() as conn:
-        seeds = [prev]
-        for first in bounds[1:-1]:
-            row = conn.execute(query(GROUP, "row_at"), {"position": first}).fetchone()
-            if row is None:  # a gap right at the split: one sequential pass names it exactly
-                return _walk(ctx, settings, start, prev, end)
-            seeds.append(bytes(row[1]))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="audit-verify") as pool:
-        futures = [pool.submit(_walk, ctx, settings, bounds[i], seeds[i], bounds[i + 1] - 1,
-                               False) for i in range(workers)]
-        walks = [f.result() for f in futures]
-    return _join(ctx, walks)
-
-
-def _join(ctx: JobContext, walks: list[Walk]) -> Walk:
-    """Combine consecutive range walks into the result of one sequential walk."""
-    result = Walk(start=walks[0].start, start_prev=walks[0].start_prev,
-                  last_position=walks[0].start - 1, last_hash=walks[0].start_prev)
-    for index, walk in enumerate(walks):
-        if index > 0 and walk.start_prev != result.last_hash:
-            with ctx.connection() as conn:
-                row = conn.execute(query(GROUP, "row_at"), {"position": walk.start}).fetchone()
-            result.bad = Break(walk.start, row[0] if row else None, "prev_hash mismatch",
-                               f"expected {result.last_hash.hex()}, stored "
-                               f"{walk.start_prev.hex()}")
-            return result
-        result.rows += walk.rows
-        result.redacted += walk.redacted
-        result.last_position, result.last_hash = walk.last_position, walk.last_hash
-        if walk.bad is not None or walk.stopped:
-            result.bad, result.stopped = walk.bad, walk.stopped
-            return result
-    return result
-
-
-_rows_lock = threading.Lock()
-
-
-def _walk(ctx: JobContext, settings: AuditVerifySettings, start: int, prev: bytes,
-          end: int, server_parallel: bool = True) -> Walk:
-    walk = Walk(start=start, start_prev=prev, last_position=start - 1, last_hash=prev)
-    position = start
-    with ctx.connection() as conn:
-        if not server_parallel:
-            # The job's own connections already use the cores: parallel workers under each
-            # would only compete with them (measured: slower, see bench/compare_audit.py).
-            conn.execute("SET max_parallel_workers_per_gather = 0")
-        while position <= end:
-            if ctx.should_stop():
-                walk.stopped = True
-                break
-            limit = min(settings.batch_size, end - position + 1)
-            row = conn.execute(query(GROUP, "verify_range"), {
-                "from_position": position, "prev_hash": walk.last_hash, "limit": limit,
-            }).fetchone()
-            assert row is not None
-            checked, redacted, last_position, last_hash, bad_position, bad_id, reason = row
-            detail = ""
-            if bad_position is not None and reason == "position gap":
-                # rows_checked counts the missing positions too: count the rows that exist.
-                before = conn.execute(query(GROUP, "last_row_before"), {
-                    "from_position": position, "before": bad_position}).fetchone()
-                last_existing = int(before[0]) if before and before[0] is not None \
-                    else position - 1
-                checked = last_existing - position + 1
-                detail = f"positions {last_existing + 1}..{int(bad_position) - 1} are missing"
-            _count(ctx, int(checked))
-            walk.rows += int(checked)
-            walk.redacted += int(redacted)
-            if bad_position is not None:
-                walk.bad = Break(int(bad_position), bad_id, str(reason), detail)
-                break
-            if last_position is None or int(last_position) < position:
-                walk.bad = _empty_range(conn, position, end)
-                break
-            walk.last_position, walk.last_hash = int(last_position), bytes(last_hash)
-            position = walk.last_position + 1
-    return walk
-
-
-def _empty_range(conn: psycopg.Connection[Any], position: int, end: int) -> Break:
-    """No row at all in a batch's positions: name the row after the hole."""
-    row = conn.execute(query(GROUP, "next_row_from"), {"position": position}).fetchone()
-    if row is not None and int(row[0]) <= end:
-        return Break(int(row[0]), int(row[1]), "position gap",
-                     f"positions {position}..{int(row[0]) - 1} are missing")
-    return Break(position, None, "truncated tail",
-                 f"positions {position}..{end} vanished while they were being verified")
-
-
-def _count(ctx: JobContext, rows: int) -> None:
-    if rows <= 0:
-        return
-    metrics.AUDIT_VERIFIED_ROWS.inc(rows)
-    with _rows_lock:
-        ctx.add_rows(rows)
 
 
 JOB = AuditVerify

@@ -26,8 +26,10 @@ ORDER BY a.chain_position
 LIMIT 1;
 
 -- name: last_checkpoint
--- The newest valid checkpoint: where an incremental pass starts.
-SELECT verified_through_position, row_hash, audit_id, verified_at, full_pass
+-- The newest valid checkpoint: where an incremental pass starts, and the seal log entry it
+-- anchored.
+SELECT verified_through_position, row_hash, audit_id, verified_at, full_pass, seal_seq,
+       seal_hash
 FROM maintenance.audit_checkpoints
 WHERE valid
 ORDER BY id DESC
@@ -61,10 +63,11 @@ LIMIT 1;
 -- name: insert_checkpoint
 INSERT INTO maintenance.audit_checkpoints
     (verified_through_position, row_hash, audit_id, full_pass, valid, from_position,
-     rows_checked, redacted_rows, duration_ms, first_bad_position, first_bad_id, reason)
+     rows_checked, redacted_rows, duration_ms, first_bad_position, first_bad_id, reason,
+     seal_seq, seal_hash)
 VALUES (%(position)s, %(row_hash)s, %(audit_id)s, %(full_pass)s, %(valid)s, %(from_position)s,
         %(rows_checked)s, %(redacted_rows)s, %(duration_ms)s, %(first_bad_position)s,
-        %(first_bad_id)s, %(reason)s)
+        %(first_bad_id)s, %(reason)s, %(seal_seq)s, %(seal_hash)s)
 RETURNING id, verified_at;
 
 -- name: database_identity
@@ -75,3 +78,43 @@ SELECT current_database(), (SELECT system_identifier FROM pg_control_system())::
 SELECT max(a.chain_position)
 FROM public.audit_log a
 WHERE a.chain_position >= %(from_position)s AND a.chain_position < %(before)s;
+
+-- name: verify_and_seal
+SELECT rows_checked, redacted_rows, last_position, last_hash,
+       first_bad_position, first_bad_id, reason, seal_seq
+FROM public.audit_verify_and_seal(%(first)s, %(last)s, %(prev_hash)s);
+
+-- name: check_sealed
+SELECT first_position, last_position, seal_seq, status, first_prev_hash, last_row_hash,
+       rows_found, redacted_rows
+FROM public.audit_check_sealed_blocks(%(firsts)s, %(trusted_seq)s);
+
+-- name: seal_blocks
+-- Every block's newest seal log entry, in chain order.
+SELECT DISTINCT ON (s.first_position)
+       s.first_position, s.last_position, s.seq, s.kind, s.first_prev_hash
+FROM maintenance.audit_seals s
+ORDER BY s.first_position, s.seq DESC;
+
+-- name: seal_log_break
+SELECT seq, first_position, reason FROM public.audit_seal_log_first_break();
+
+-- name: seal_entry
+SELECT s.entry_hash, s.first_position FROM maintenance.audit_seals s WHERE s.seq = %(seq)s;
+
+-- name: seal_entries_after
+SELECT s.seq, s.kind, s.first_position, s.entry_hash
+FROM maintenance.audit_seals s
+WHERE s.seq > %(seq)s
+ORDER BY s.seq;
+
+-- name: seal_anchor_mismatch
+-- The earliest seal log entry a valid checkpoint anchored that is gone or has another hash.
+SELECT c.seal_seq, c.seal_hash, c.verified_at, s.entry_hash, s.first_position
+FROM maintenance.audit_checkpoints c
+LEFT JOIN maintenance.audit_seals s ON s.seq = c.seal_seq
+WHERE c.valid
+  AND c.seal_seq IS NOT NULL
+  AND s.entry_hash IS DISTINCT FROM c.seal_hash
+ORDER BY c.seal_seq
+LIMIT 1;

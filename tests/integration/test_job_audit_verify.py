@@ -19,11 +19,15 @@ from daemon.jobs.audit_verify import CHECKPOINT_FILE, JOB
 
 Conn = psycopg.Connection[Any]
 
-# Small batches and a low parallel threshold, so that a few dozen rows already exercise
-# batching and the split over two connections; "sequential" uses one connection.
+# Small batches, blocks and a low parallel threshold, so that a few dozen rows already
+# exercise batching, sealing and the split over two connections; "sequential" uses one
+# connection and no seals (every row's own hashes, as before seals existed).
 MODES = {
-    "sequential": {"batch_size": 5, "parallel_connections": 1},
-    "parallel": {"batch_size": 4, "parallel_connections": 2, "parallel_min_rows": 3},
+    "sequential": {"batch_size": 5, "parallel_connections": 1, "seal_block_rows": 0},
+    "parallel": {"batch_size": 4, "parallel_connections": 2, "parallel_min_rows": 3,
+                 "seal_block_rows": 4},
+    "sealed, one connection": {"batch_size": 8, "parallel_connections": 1,
+                               "seal_block_rows": 4},
 }
 
 
@@ -79,6 +83,12 @@ def _fails(job_ctx: Any, mode: str = "sequential", **options: Any) -> tuple[JobF
     with pytest.raises(JobFailed) as caught:
         JOB().run(ctx)
     return caught.value, ctx
+
+
+def _seals(conn: Conn) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in conn.execute(
+        "SELECT seq, kind, first_position, last_position FROM maintenance.audit_seals"
+        " ORDER BY seq")]
 
 
 def _last_entry(conn: Conn) -> tuple[Any, ...]:
@@ -264,15 +274,23 @@ TAMPER_CASES: dict[str, Tamper] = {
 def test_tampering_is_detected_at_the_first_bad_row(conn: Conn, job_ctx: Any, case: str,
                                                     mode: str) -> None:
     _audited_writes(conn, 10)
+    verified_first = MODES[mode]["seal_block_rows"] > 0
+    if verified_first:  # the tampering hits sealed, anchored blocks (1-4 .. 25-28)
+        _run(job_ctx, mode)
+        assert sorted(r[2:] for r in _seals(conn)) == [(f, f + 3) for f in range(1, 29, 4)]
     position, audit_id, reason = TAMPER_CASES[case](conn)
-    error, ctx = _fails(job_ctx, mode)
+    error, ctx = _fails(job_ctx, mode, full=True)
     assert f"{reason} at position {position}" in str(error)
     assert f"audit_log id {audit_id}" in str(error)
     valid, full, bad_pos, bad_id, got_reason, _ = _last_entry(conn)
     assert (valid, full, bad_pos, bad_id, got_reason) == (False, True, position, audit_id,
                                                           reason)
     assert metrics.AUDIT_CHAIN_VALID._value.get() == 0
-    assert not (ctx.state_dir / CHECKPOINT_FILE).exists()  # no anchor from a broken chain
+    anchor = ctx.state_dir / CHECKPOINT_FILE
+    if verified_first:  # the anchor of the clean chain stays; a broken chain writes none
+        assert json.loads(anchor.read_text())["position"] == 30
+    else:
+        assert not anchor.exists()
     # The schema's own verdict agrees.
     first = conn.execute("SELECT chain_position, id, reason FROM audit_chain_first_break()")
     assert first.fetchone() == (position, audit_id, reason)
@@ -287,14 +305,20 @@ def test_truncated_tail(conn: Conn, job_ctx: Any) -> None:
     assert _last_entry(conn)[:5] == (False, False, 13, None, "truncated tail")
 
 
-def test_replaced_tail(conn: Conn, job_ctx: Any) -> None:
+@pytest.mark.parametrize("mode", ["sequential", "parallel"])
+def test_replaced_tail(conn: Conn, job_ctx: Any, mode: str) -> None:
     _audited_writes(conn, 5, "a")
-    _run(job_ctx)  # checkpoint at 15
+    _run(job_ctx, mode)  # checkpoint at 15; with seals, blocks 1-4, 5-8, 9-12 sealed
     _tamper(conn, "DELETE FROM audit_log WHERE chain_position > 10")
     _audited_writes(conn, 3, "b")  # legitimate-looking rows re-extend the chain to 19
     assert conn.execute("SELECT verify_audit_log_integrity()").fetchone() == (True,)
-    error, _ = _fails(job_ctx)
+    error, _ = _fails(job_ctx, mode)  # incremental: the checkpoint no longer matches
     assert f"replaced tail at position 15 (audit_log id {_id_at(conn, 15)})" in str(error)
+    error, _ = _fails(job_ctx, mode)  # full, after a failure
+    if mode == "sequential":
+        assert f"replaced tail at position 15 (audit_log id {_id_at(conn, 15)})" in str(error)
+    else:  # the sealed block 9-12 already differs: an earlier, more precise verdict
+        assert f"rewritten rows at position 9 (audit_log id {_id_at(conn, 9)})" in str(error)
 
 
 def test_truncated_tail_with_database_checkpoints_erased(conn: Conn, job_ctx: Any) -> None:
