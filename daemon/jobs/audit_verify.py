@@ -95,9 +95,9 @@ class AuditVerify(Job):
             assert last_cp is not None
             start, prev = int(last_cp[0]) + 1, bytes(last_cp[1] or ZERO_HASH)
         mode = "full" if full else "incremental"
+        trusted = seals.trusted_seq if sealing else None
         ctx.log.info("audit verification starting", mode=mode, why=why, from_position=start,
-                     to_position=head.position, rehash=rehash, seals_trusted_through=
-                     seals.trusted_seq if sealing else None)
+                     to_position=head.position, rehash=rehash, seals_trusted_through=trusted)
 
         bad = _earliest(tail_break, seals.problem)
         walk = Walk(start=start, start_prev=prev, last_position=start - 1, last_hash=prev)

@@ -43,7 +43,8 @@ CREATE TABLE maintenance.audit_seals (
                                    AND octet_length(last_row_hash) = 32
                   ELSE digest IS NULL AND first_prev_hash IS NULL AND last_row_hash IS NULL END)
 );
-CREATE INDEX audit_seals_block_idx ON maintenance.audit_seals (first_position, seq DESC);
+-- A block's newest entry, and the block holding a position (both read it backwards).
+CREATE INDEX audit_seals_block_idx ON maintenance.audit_seals (first_position, seq);
 
 COMMENT ON TABLE maintenance.audit_seals IS
     'Append-only, hash-chained log of sealed audit_log blocks (see 0033 and docs/audit.md): '
@@ -272,12 +273,16 @@ BEGIN
          WHERE user_id = p_user_id AND payload_bytes IS NOT NULL
         RETURNING chain_position)
     SELECT coalesce(array_agg(r.chain_position), '{}') INTO v_positions FROM redacted r;
-    FOR v_block IN
-        SELECT DISTINCT ON (s.first_position) s.first_position, s.last_position, s.kind
-          FROM maintenance.audit_seals s
-         WHERE EXISTS (SELECT 1 FROM unnest(v_positions) p(pos)
-                        WHERE p.pos BETWEEN s.first_position AND s.last_position)
-         ORDER BY s.first_position, s.seq DESC
+    FOR v_block IN  -- the newest entry of each block holding a redacted position
+        SELECT DISTINCT b.first_position, b.last_position, b.kind
+          FROM unnest(v_positions) p(pos)
+          CROSS JOIN LATERAL (SELECT s.first_position, s.last_position, s.kind
+                                FROM maintenance.audit_seals s
+                               WHERE s.first_position <= p.pos
+                               ORDER BY s.first_position DESC, s.seq DESC
+                               LIMIT 1) b
+         WHERE b.last_position >= p.pos
+         ORDER BY b.first_position
     LOOP
         IF v_block.kind = 'seal' THEN
             PERFORM public.audit_seal_append('unseal', v_block.first_position,

@@ -231,3 +231,22 @@ def test_re_anchoring_after_a_broken_seal_log(conn: Conn, job_ctx: Any) -> None:
     _, result = _run(job_ctx, MODE, full=True)
     assert (result.details["rows_verified"], result.details["rows_newly_sealed"]) == (30, 28)
     assert metrics.AUDIT_CHAIN_VALID._value.get() == 1
+
+
+def test_the_gdpr_job_over_sealed_blocks_keeps_the_chain_verifiable(conn: Conn,
+                                                                    job_ctx: Any) -> None:
+    """An erasure (gdpr_purge) redacts rows inside sealed blocks: the blocks are unsealed in
+    the same transaction, and the next full pass verifies and seals them again."""
+    _audited_writes(conn, 10)
+    _run(job_ctx, MODE)
+    conn.execute("UPDATE users SET created_at = now() - interval '90 days',"
+                 " deleted_at = now() - interval '40 days'"
+                 " WHERE email IN ('u2@example.com', 'u7@example.com')")
+    from daemon.jobs.gdpr_purge import JOB as GDPR
+    GDPR().run(job_ctx("gdpr_purge"))
+    unsealed = [s[2] for s in _seals(conn) if s[1] == "unseal"]
+    assert unsealed  # the erased users' rows were in sealed blocks
+    _, result = _run(job_ctx, MODE, full=True)
+    assert result.details["redacted_rows"] >= 6
+    assert result.details["rows_newly_sealed"] >= 4 * len(set(unsealed))
+    assert metrics.AUDIT_CHAIN_VALID._value.get() == 1
