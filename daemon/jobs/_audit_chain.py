@@ -23,6 +23,7 @@ hashes are consistent, the block was rewritten with recomputed hashes ('rewritte
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -117,7 +118,8 @@ def plan(start: int, head: int, blocks: list[Block], trusted_seq: int,
             segments.append(Segment(position, block.last, "sealed" if trusted else "seal"))
             position = block.last + 1
             continue
-        next_start = next((s for s in starts if s > position), None)
+        after = bisect.bisect_right(starts, position)
+        next_start = starts[after] if after < len(starts) else None
         if block is None:
             limit = min(head, position + block_rows - 1,
                         next_start - 1 if next_start is not None else head)
@@ -127,7 +129,6 @@ def plan(start: int, head: int, blocks: list[Block], trusted_seq: int,
                 position = limit + 1
                 continue
         end = head if next_start is None else min(head, next_start - 1)
-        end = max(end, position)
         if segments and segments[-1].kind == "rows":
             segments[-1] = Segment(segments[-1].first, end, "rows")
         else:

@@ -249,39 +249,37 @@ def _seal_state(conn: psycopg.Connection[Any], last_cp: tuple[Any, ...] | None,
     blocks = [Block(int(r[0]), int(r[1]), int(r[2]), str(r[3]),
                     bytes(r[4]) if r[4] is not None else None)
               for r in conn.execute(query(GROUP, "seal_blocks"))]
-    anchored = [int(last_cp[5])] if last_cp is not None and last_cp[5] is not None else []
+    # (seq, hash) each anchor vouches for; a file without one vouches for nothing.
+    anchored: list[tuple[int, bytes | None]] = []
+    if last_cp is not None and last_cp[5] is not None:
+        anchored.append((int(last_cp[5]), bytes(last_cp[6])))
     if anchor is not None:
-        anchored.append(int(anchor.get("seal_seq") or 0))
-    trusted = min(anchored, default=0)
+        anchored.append((int(anchor["seal_seq"]), bytes.fromhex(anchor["seal_hash"]))
+                        if anchor.get("seal_seq") is not None else (0, None))
+    trusted, trusted_hash = min(anchored, key=lambda a: a[0], default=(0, None))
     problems: list[Break] = []
     row = conn.execute(query(GROUP, "seal_log_break")).fetchone()
     if row is not None:
         problems.append(Break(int(row[1]), None, "seal log mismatch",
                               f"seal log entry {row[0]}: {row[2]}"))
-        trusted = min(trusted, int(row[0]) - 1)
-    anchors_before = len(problems)
+        if trusted >= int(row[0]):
+            trusted, trusted_hash = int(row[0]) - 1, None
+    changed: list[Break] = []  # anchored entries that are gone or differ
     mismatch = conn.execute(query(GROUP, "seal_anchor_mismatch")).fetchone()
     if mismatch is not None:
-        problems.append(_seal_anchor_break(int(mismatch[0]), bytes(mismatch[1]), mismatch[3],
-                                           mismatch[4], f"checkpoint of "
-                                           f"{mismatch[2].isoformat()}"))
+        changed.append(_seal_anchor_break(int(mismatch[0]), bytes(mismatch[1]), mismatch[3],
+                                          mismatch[4],
+                                          f"checkpoint of {mismatch[2].isoformat()}"))
     if anchor is not None and anchor.get("seal_seq") is not None:
         seq, expected = int(anchor["seal_seq"]), bytes.fromhex(anchor["seal_hash"])
         current = conn.execute(query(GROUP, "seal_entry"), {"seq": seq}).fetchone()
         if current is None or bytes(current[0]) != expected:
-            problems.append(_seal_anchor_break(
+            changed.append(_seal_anchor_break(
                 seq, expected, current[0] if current else None, current[1] if current else None,
                 f"checkpoint file of {anchor.get('verified_at')} (outside the database)"))
-    if len(problems) > anchors_before:
-        trusted = 0  # an anchored entry changed: no seal can be relied on
-    trusted_hash = None
-    if trusted > 0:
-        entry = conn.execute(query(GROUP, "seal_entry"), {"seq": trusted}).fetchone()
-        trusted_hash = bytes(entry[0]) if entry else None
-        if trusted_hash is None:
-            trusted = 0
-    return SealState(blocks, trusted, trusted_hash,
-                     min(problems, key=lambda b: b.position) if problems else None)
+    if changed:
+        trusted, trusted_hash = 0, None  # an anchored entry changed: no seal can be relied on
+    return SealState(blocks, trusted, trusted_hash, _earliest(*problems, *changed))
 
 
 def _seal_anchor_break(seq: int, expected: bytes, current_hash: bytes | None,
@@ -301,7 +299,9 @@ def _seal_anchor(conn: psycopg.Connection[Any], seals: SealState, walk: Walk,
     nobody verified: left untrusted, so the next full pass verifies its block row by row).
     Passes that seal nothing carry the trusted anchor forward.
     """
-    anchor = (seals.trusted_seq, seals.trusted_hash) if seals.trusted_seq > 0 else (None, None)
+    anchor: tuple[int | None, bytes | None] = (None, None)
+    if seals.trusted_seq > 0 and seals.trusted_hash is not None:
+        anchor = (seals.trusted_seq, seals.trusted_hash)
     if not sealing:
         return anchor
     mine = set(walk.sealed_seqs)
