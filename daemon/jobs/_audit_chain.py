@@ -76,6 +76,11 @@ class Walk:
     sealed_rows: int = 0  # rows verified row by row and sealed by this walk
     seal_checked_rows: int = 0  # rows verified by comparing their block with its seal
     sealed_seqs: list[int] = field(default_factory=list)
+    # The last position of this connection's share: rows a fallback verifies past it are
+    # counted in the metrics by the join, not here (the connection owning them counts its
+    # own as it goes; counting them here too would count them twice).
+    share_last: int | None = None
+    counted: int = 0  # rows this walk counted in the metrics
 
 
 @dataclass(frozen=True)
@@ -196,7 +201,11 @@ def verify(ctx: JobContext, settings: AuditVerifySettings, segments: list[Segmen
         futures = [pool.submit(_run_group, ctx, settings, group, seeds[i], trusted_seq, end,
                                False) for i, group in enumerate(groups)]
         walks = [f.result() for f in futures]
-    return _join(ctx, walks, start)
+    result = _join(ctx, walks, start)
+    # A fallback past its share verified rows whose owner stopped before them (it found
+    # the same break): count them once, now that the pass's verdict is known.
+    _count(ctx, result, result.rows - sum(w.counted for w in walks))
+    return result
 
 
 def _join(ctx: JobContext, walks: list[Walk], start: int) -> Walk:
@@ -227,7 +236,8 @@ def _run_group(ctx: JobContext, settings: AuditVerifySettings, segments: list[Se
                prev: bytes, trusted_seq: int, pass_end: int, server_parallel: bool) -> Walk:
     """One connection's contiguous share; pass_end bounds the row-by-row fallback."""
     start = segments[0].first if segments else 1
-    walk = Walk(start=start, start_prev=prev, last_position=start - 1, last_hash=prev)
+    walk = Walk(start=start, start_prev=prev, last_position=start - 1, last_hash=prev,
+                share_last=segments[-1].last if segments else None)
     with ctx.connection() as conn:
         if not server_parallel:
             # The job's own connections already use the cores: parallel workers under each
@@ -268,7 +278,7 @@ def _check_sealed(ctx: JobContext, settings: AuditVerifySettings, conn: Conn, wa
                 return
             continue
         if status == "match" and bytes(first_prev) == walk.last_hash:
-            _count(ctx, seg.rows)
+            _count(ctx, walk, seg.rows)
             walk.rows += seg.rows
             walk.seal_checked_rows += seg.rows
             walk.redacted += int(redacted)
@@ -341,7 +351,10 @@ def _apply(ctx: JobContext, conn: Conn, walk: Walk, position: int,
         last_existing = int(before[0]) if before and before[0] is not None else position - 1
         checked = last_existing - position + 1
         detail = f"positions {last_existing + 1}..{int(bad_position) - 1} are missing"
-    _count(ctx, int(checked))
+    own = int(checked)
+    if walk.share_last is not None:
+        own = max(0, min(own, walk.share_last - position + 1))
+    _count(ctx, walk, own)
     walk.rows += int(checked)
     walk.redacted += int(redacted)
     if bad_position is not None:
@@ -366,9 +379,10 @@ def _empty_range(conn: Conn, position: int) -> Break:
 _rows_lock = threading.Lock()
 
 
-def _count(ctx: JobContext, rows: int) -> None:
+def _count(ctx: JobContext, walk: Walk, rows: int) -> None:
     if rows <= 0:
         return
+    walk.counted += rows
     metrics.AUDIT_VERIFIED_ROWS.inc(rows)
     with _rows_lock:
         ctx.add_rows(rows)

@@ -97,9 +97,27 @@ def test_a_chain_rewritten_with_recomputed_hashes_is_caught(
         statements.append("DELETE FROM maintenance.audit_checkpoints")
     _tamper(conn, *statements)
     assert conn.execute("SELECT verify_audit_log_integrity()").fetchone() == (True,)
-    error, _ = _fails(job_ctx, MODE, full=True)
+    counted = metrics.AUDIT_VERIFIED_ROWS._value.get()
+    error, ctx = _fails(job_ctx, MODE, full=True)
     assert f"rewritten rows at position 9 (audit_log id {_id_at(conn, 9)})" in str(error)
     assert _last_entry(conn)[:5] == (False, True, 9, _id_at(conn, 9), "rewritten rows")
+    # Both connections fell back to row by row up to the head; each row is counted once.
+    assert ctx.rows == 30
+    assert metrics.AUDIT_VERIFIED_ROWS._value.get() - counted == 30
+
+
+def test_a_field_outside_the_row_hash_is_caught_by_the_seal(conn: Conn, job_ctx: Any) -> None:
+    """audit_log.id is not in the row hash, but it is in the block digest: a changed id is
+    reported as rewritten rows. The fallback verifies to the head while the other
+    connection verifies its own share: each row is still counted once."""
+    _audited_writes(conn, 10)
+    _run(job_ctx, MODE)
+    _tamper(conn, "UPDATE audit_log SET id = DEFAULT WHERE chain_position = 10")
+    counted = metrics.AUDIT_VERIFIED_ROWS._value.get()
+    error, ctx = _fails(job_ctx, MODE, full=True)
+    assert "rewritten rows at position 9" in str(error)
+    assert ctx.rows == 30
+    assert metrics.AUDIT_VERIFIED_ROWS._value.get() - counted == 30
 
 
 def test_a_forged_seal_is_not_trusted(conn: Conn, job_ctx: Any) -> None:
