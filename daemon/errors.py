@@ -6,6 +6,8 @@ CLI can print it without a traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2
@@ -45,7 +47,16 @@ class MigrationError(MaintError):
 
 
 class JobFailed(MaintError):
-    """A job ran and reported a failure (for example a broken audit chain)."""
+    """A job ran and reported a failure (for example a broken audit chain).
+
+    `details` is what the run found before failing (the first bad row, which tables failed):
+    the runner records it in the run history as it does a successful run's details, so the
+    evidence outlives the log line.
+    """
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.details: dict[str, Any] = dict(details or {})
 
 
 class DaemonNotRunning(MaintError):

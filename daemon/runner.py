@@ -25,7 +25,7 @@ from psycopg_pool import ConnectionPool
 
 from daemon import history, metrics
 from daemon.db import LOCK_CLASS, connect, error_text, one_line, set_timeouts
-from daemon.errors import MaintError
+from daemon.errors import JobFailed, MaintError
 from daemon.jobs import job_class
 from daemon.jobs.base import JobContext
 from daemon.settings import Settings
@@ -166,6 +166,8 @@ class Runner:
             outcome.details = result.details
         except Exception as exc:  # a failing job never stops the daemon
             outcome.outcome = "failure"
+            if isinstance(exc, JobFailed):
+                outcome.details = exc.details
             outcome.error = error_text(exc)
             if self._cancelled:
                 outcome.error = f"cancelled by shutdown: {outcome.error}"

@@ -147,7 +147,7 @@ class AuditVerify(Job):
             ctx.log.error("audit chain broken", first_bad_position=bad.position,
                           first_bad_id=bad.audit_id, reason=bad.reason, detail=bad.detail,
                           head_position=head.position, head_hash=head.row_hash.hex())
-            raise JobFailed(f"audit chain broken: {bad.describe()}")
+            raise JobFailed(f"audit chain broken: {bad.describe()}", details)
         metrics.AUDIT_HEAD_ID.set(walk.last_position)
         details["seal_seq"] = seal_seq
         write_file_checkpoint(file_path, identity, walk.last_position, walk.last_hash,

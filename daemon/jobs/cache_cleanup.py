@@ -80,7 +80,8 @@ class CacheCleanupJob(Job):
         if failed:
             details["failed"] = failed
             raise JobFailed(
-                "cache cleanup failed for " + ", ".join(f"{k} ({v})" for k, v in failed.items())
+                "cache cleanup failed for " + ", ".join(f"{k} ({v})" for k, v in failed.items()),
+                details,
             )
         ctx.log.info("cache cleanup done", deleted=details["deleted"], dry_run=ctx.dry_run,
                      stopped_early=stopped)

@@ -83,7 +83,10 @@ class GdprPurge(Job):
                 raise JobFailed(
                     f"erasure of user {user_id} ({phase}) failed and was rolled back: "
                     f"{one_line(exc)}; {erased} users erased before it in this run, the "
-                    "rest untouched"
+                    "rest untouched",
+                    {"failed_user_id": str(user_id), "failed_phase": phase,
+                     "users_erased": erased, "audit_redacted": redacted,
+                     "deleted_rows": dict(deleted), "scrubbed_rows": dict(scrubbed)},
                 ) from exc
             assert got is not None
             result: dict[str, Any] = got[0]

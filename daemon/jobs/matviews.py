@@ -64,7 +64,7 @@ class MatviewsJob(Job):
         if failed:
             details["failed"] = failed
             raise JobFailed("refresh failed for " + ", ".join(f"{k} ({v})"
-                                                              for k, v in failed.items()))
+                                                              for k, v in failed.items()), details)
         return JobResult(details=details)
 
     def _refresh(

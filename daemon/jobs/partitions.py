@@ -122,7 +122,7 @@ class PartitionsJob(Job):
         if failed:
             details["failed"] = failed
             raise JobFailed("partition maintenance failed: "
-                            + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+                            + "; ".join(f"{k}: {v}" for k, v in failed.items()), details)
         return JobResult(details=details)
 
     # -- DDL plumbing -------------------------------------------------------------------

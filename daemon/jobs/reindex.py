@@ -98,7 +98,7 @@ class ReindexJob(Job):
         if failed:
             details["failed"] = failed
             raise JobFailed(f"{len(failed)} index operation(s) failed: "
-                            + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())))
+                            + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())), details)
         return JobResult(details=details)
 
     @staticmethod

@@ -160,7 +160,7 @@ class VacuumAnalyzeJob(Job):
         if failed:
             details["failed"] = failed
             raise JobFailed(f"{len(failed)} relation(s) failed: "
-                            + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())))
+                            + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())), details)
         return JobResult(details=details)
 
 

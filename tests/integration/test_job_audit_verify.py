@@ -282,6 +282,9 @@ def test_tampering_is_detected_at_the_first_bad_row(conn: Conn, job_ctx: Any, ca
     error, ctx = _fails(job_ctx, mode, full=True)
     assert f"{reason} at position {position}" in str(error)
     assert f"audit_log id {audit_id}" in str(error)
+    # The failure carries the evidence for the run history (daemon.runner records it).
+    assert (error.details["first_bad_position"], error.details["first_bad_id"],
+            error.details["reason"]) == (position, audit_id, reason)
     valid, full, bad_pos, bad_id, got_reason, _ = _last_entry(conn)
     assert (valid, full, bad_pos, bad_id, got_reason) == (False, True, position, audit_id,
                                                           reason)

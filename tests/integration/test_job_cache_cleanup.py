@@ -127,7 +127,8 @@ def test_partitioned_or_missing_tables_are_refused(
     _fill(conn)
     ctx = job_ctx("cache_cleanup", tables=["no_such_cache", "chat_messages",
                                            "hotel_search_cache"])
-    with pytest.raises(JobFailed, match=r"no_such_cache.*chat_messages"):
+    with pytest.raises(JobFailed, match=r"no_such_cache.*chat_messages") as failed:
         JOB().run(ctx)
+    assert set(failed.value.details["failed"]) == {"no_such_cache", "chat_messages"}
     # the failing tables did not stop the good one
     assert _counts(conn)["hotel_search_cache"] == (0, 5)

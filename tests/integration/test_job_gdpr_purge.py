@@ -340,8 +340,10 @@ def test_a_failing_user_leaves_earlier_users_erased_and_later_ones_untouched(
     conn.execute(f"""
         CREATE TRIGGER test_refuse BEFORE DELETE ON oauth_accounts FOR EACH ROW
         WHEN (OLD.user_id = '{people[1].id}') EXECUTE FUNCTION test_refuse()""")
-    with pytest.raises(JobFailed, match=str(people[1].id)):
+    with pytest.raises(JobFailed, match=str(people[1].id)) as failed:
         JOB().run(job_ctx("gdpr_purge"))
+    assert failed.value.details["failed_user_id"] == str(people[1].id)
+    assert failed.value.details["users_erased"] == 1
     _assert_erased(conn, people[0])
     _assert_untouched(conn, people[1], rows[1])
     _assert_untouched(conn, people[2], rows[2])

@@ -136,6 +136,9 @@ def test_bad_views_fail_the_run_but_not_the_others(
     conn.execute("CREATE MATERIALIZED VIEW no_key_mv AS SELECT 1 AS x")
     _seed_bookings(conn)
     ctx = job_ctx("matviews", views=["missing_mv", "no_key_mv", "user_booking_stats"])
-    with pytest.raises(JobFailed, match=r"missing_mv .*does not exist.*no_key_mv .*unique index"):
+    with pytest.raises(JobFailed,
+                       match=r"missing_mv .*does not exist.*no_key_mv .*unique index") as failed:
         JOB().run(ctx)
+    assert set(failed.value.details["failed"]) == {"missing_mv", "no_key_mv"}
+    assert "user_booking_stats" in failed.value.details["views"]
     assert conn.execute("SELECT count(*) FROM user_booking_stats").fetchone() == (1,)

@@ -243,9 +243,13 @@ def test_one_bad_table_does_not_stop_the_others(
     _drop_month(conn, "chat_messages", add_months(NOW, 3))
     conn.execute("CREATE TABLE not_partitioned (id int)")
     tables = _tables(no_such_table=None, not_partitioned=None, chat_messages=None)
-    with pytest.raises(JobFailed, match=r"no_such_table.*not_partitioned"):
+    with pytest.raises(JobFailed, match=r"no_such_table.*not_partitioned") as failed:
         JOB().run(job_ctx("partitions", tables=tables))
     assert add_months(NOW, 3) in _months(conn, "chat_messages")
+    # What did and did not work travels with the failure, into the run history.
+    assert {k.split()[0] for k in failed.value.details["failed"]} == {"no_such_table",
+                                                                      "not_partitioned"}
+    assert "chat_messages" in failed.value.details["tables"]
 
 
 def test_sql_guards_refuse_current_default_and_last_partitions(

@@ -81,6 +81,27 @@ def test_failures_are_recorded_not_raised(make_runner: Any, conn: psycopg.Connec
     assert outcome.error
 
 
+def test_a_failed_run_records_what_the_job_found(make_runner: Any,
+                                                 conn: psycopg.Connection[Any]) -> None:
+    """A job's failure details land in job_runs like a success's: the evidence of a broken
+    audit chain outlives the log line."""
+    for i in range(3):
+        conn.execute("INSERT INTO users (email, full_name) VALUES (%s, 'x')",
+                     (f"r{i}@example.com",))
+    with conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute("UPDATE audit_log SET payload_bytes = convert_to('{\"x\": 1}', 'UTF8')"
+                     " WHERE chain_position = 2")
+    outcome = make_runner().run("audit_verify", "cli", options={"full": True})
+    assert outcome.outcome == "failure"
+    assert outcome.details["first_bad_position"] == 2
+    row = conn.execute("SELECT outcome, error, details FROM maintenance.job_runs"
+                       " WHERE task = 'audit_verify' ORDER BY id DESC LIMIT 1").fetchone()
+    assert row is not None
+    assert row[0] == "failure" and "position 2" in row[1]
+    assert row[2]["first_bad_position"] == 2 and row[2]["reason"] == outcome.details["reason"]
+
+
 def test_a_replica_connected_to_a_hot_standby_runs_nothing(cluster: Any, db_url: str,
                                                            tmp_path: Any) -> None:
     import os
