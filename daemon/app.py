@@ -138,12 +138,16 @@ class Daemon:
                                              if settings.jobs.get(n).enabled])
 
     def _load_demo_data(self, conn: psycopg.Connection[Any]) -> None:
+        from daemon import demo_data
+
         row = conn.execute("SELECT EXISTS (SELECT 1 FROM users)").fetchone()
         if row and row[0]:
             log.info("embedded database already has data; not loading the demo set again")
+            rebuilt = demo_data.rebuild_dropped_indexes(conn)
+            if rebuilt:
+                log.warning("an earlier bulk demo load stopped before rebuilding the audit_log "
+                            "indexes it dropped; rebuilt them", indexes=rebuilt)
         else:
-            from daemon import demo_data
-
             counts = demo_data.generate(conn, scale=self.settings.demo_scale)
             log.info("demo data loaded", **{k: v for k, v in counts.items() if v})
         assert self._embedded is not None

@@ -153,17 +153,18 @@ def _generate(conn: psycopg.Connection[Any], chosen: Scale, seed: int) -> dict[s
         superuser = row.fetchone()
         if not superuser or not superuser[0]:
             raise PermissionError("bulk mode needs a superuser (session_replication_role)")
+    rebuild_dropped_indexes(conn)  # an earlier bulk load killed before it rebuilt them
     conn.execute("SELECT set_config('gth_demo.seed', %s, false)", (str(seed),))
     conn.execute(FUNCTIONS)
     _create_partitions(conn)
-    rebuild = _drop_audit_indexes(conn) if chosen.bulk else []
+    if chosen.bulk:
+        _drop_audit_indexes(conn)
     try:
         return _load(conn, chosen, seed)
     finally:
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.rollback()
-        for statement in rebuild:  # also after a failure: never leave audit_log unindexed
-            conn.execute(statement)
+        rebuild_dropped_indexes(conn)  # also after a failure: never leave audit_log unindexed
 
 
 def _load(conn: psycopg.Connection[Any], chosen: Scale, seed: int) -> dict[str, int]:
@@ -194,21 +195,50 @@ def _load(conn: psycopg.Connection[Any], chosen: Scale, seed: int) -> dict[str, 
     return totals
 
 
-def _drop_audit_indexes(conn: psycopg.Connection[Any]) -> list[sql.Composed]:
+# The definitions of the indexes a bulk load dropped, kept in the database in the same
+# transaction as the drops: a load killed half way (kill -9, a lost connection) leaves them
+# here, and the next load (or the embedded daemon's next start) builds them again.
+PENDING_INDEXES = sql.Identifier("maintenance", "demo_pending_indexes")
+
+
+def _drop_audit_indexes(conn: psycopg.Connection[Any]) -> None:
     """Into an empty audit_log, load without its secondary indexes and build them at the end
     (as pg_restore does): the GIN index alone nearly doubles the cost of every appended row.
-    Returns the statements that rebuild them; nothing is dropped when audit_log has rows."""
+    Nothing is dropped when audit_log has rows."""
     if conn.execute("SELECT EXISTS (SELECT FROM public.audit_log)").fetchone() != (False,):
+        return
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT c.relname, pg_get_indexdef(i.indexrelid)"
+            "  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE i.indrelid = 'public.audit_log'::regclass"
+            "   AND NOT i.indisunique AND NOT i.indisprimary").fetchall()
+        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY,"
+                             " definition text NOT NULL)").format(PENDING_INDEXES))
+        for name, definition in rows:
+            conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s) ON CONFLICT (name) DO NOTHING")
+                         .format(PENDING_INDEXES), (name, definition))
+            conn.execute(sql.SQL("DROP INDEX public.{}").format(sql.Identifier(name)))
+
+
+def rebuild_dropped_indexes(conn: psycopg.Connection[Any]) -> list[str]:
+    """Build the audit_log indexes a bulk load dropped and has not rebuilt; their names."""
+    found = conn.execute("SELECT to_regclass('maintenance.demo_pending_indexes') IS NOT NULL"
+                         ).fetchone()
+    if not found or not found[0]:
         return []
-    rows = conn.execute(
-        "SELECT c.relname, pg_get_indexdef(i.indexrelid)"
-        "  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-        " WHERE i.indrelid = 'public.audit_log'::regclass"
-        "   AND NOT i.indisunique AND NOT i.indisprimary").fetchall()
-    for name, _ in rows:
-        conn.execute(sql.SQL("DROP INDEX public.{}").format(sql.Identifier(name)))
-    # pg_get_indexdef's own text: the server's definition of an index it just had
-    return [sql.Composed([sql.SQL(definition)]) for _, definition in rows]
+    rebuilt = []
+    for name, definition in conn.execute(
+            sql.SQL("SELECT name, definition FROM {} ORDER BY name").format(PENDING_INDEXES)
+    ).fetchall():
+        present = conn.execute("SELECT to_regclass(format('public.%%I', %s::text)) IS NOT NULL",
+                               (name,)).fetchone()
+        if not present or not present[0]:
+            # pg_get_indexdef's own text: the server's definition of an index it just had
+            conn.execute(sql.SQL(definition))
+            rebuilt.append(name)
+    conn.execute(sql.SQL("DROP TABLE {}").format(PENDING_INDEXES))
+    return rebuilt
 
 
 def _create_partitions(conn: psycopg.Connection[Any]) -> None:

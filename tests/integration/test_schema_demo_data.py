@@ -3,6 +3,10 @@ the audit chain is complete and valid in trigger mode and in bulk mode."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+import time
 from typing import Any
 
 import psycopg
@@ -157,3 +161,46 @@ def test_bulk_load_rebuilds_the_audit_indexes_it_dropped(conn: psycopg.Connectio
     with pytest.raises(psycopg.errors.UniqueViolation):
         demo_data.generate(conn, "tiny", bulk=True)
     assert one(conn, AUDIT_INDEXES) == before
+
+
+def test_a_bulk_load_killed_half_way_leaves_its_indexes_to_the_next_load(
+        conn: psycopg.Connection[Any], db_url: str) -> None:
+    """kill -9 of the loader after it dropped audit_log's indexes: their definitions were
+    committed with the drops, and the next load (or the embedded daemon's next start) builds
+    them again."""
+    before = one(conn, AUDIT_INDEXES)
+    loader = textwrap.dedent(f"""
+        import psycopg
+        from daemon import demo_data
+        with psycopg.connect({db_url!r}, application_name="killed_loader",
+                             autocommit=True) as c:
+            demo_data.generate(c, "tiny", bulk=True)
+    """)
+    with psycopg.connect(db_url, autocommit=True) as holder:
+        holder.execute("BEGIN")
+        # Blocks one of the load's last steps, after the audited tables are in.
+        holder.execute("LOCK TABLE referrals IN SHARE MODE")
+        proc = subprocess.Popen([sys.executable, "-c", loader])
+        try:
+            deadline = time.monotonic() + 60
+            while one(conn, "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                            " 'killed_loader' AND wait_event_type = 'Lock'") == 0:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+            proc.kill()
+            proc.wait()
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                         " WHERE application_name = 'killed_loader'")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            holder.execute("ROLLBACK")
+    assert one(conn, "SELECT count(*) FROM audit_log") > 0  # the load was under way
+    secondary = [d for d in before if "UNIQUE" not in d]
+    assert one(conn, AUDIT_INDEXES) == [d for d in before if d not in secondary]
+    assert one(conn, "SELECT count(*) FROM maintenance.demo_pending_indexes") == len(secondary)
+    assert sorted(demo_data.rebuild_dropped_indexes(conn)) == sorted(
+        d.split()[2] for d in secondary)
+    assert one(conn, AUDIT_INDEXES) == before
+    assert one(conn, "SELECT to_regclass('maintenance.demo_pending_indexes')") is None
+    assert demo_data.rebuild_dropped_indexes(conn) == []  # nothing left to do
