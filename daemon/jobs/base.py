@@ -4,7 +4,8 @@ A job is a small class with a `name` and a `run(ctx)` method. The runner (daemon
 owns everything around it: claiming the tick, the per-task advisory lock, timeouts, run
 history, metrics and logging. A job only does its work through `ctx`, in short
 transactions, checks `ctx.should_stop()` between batches, and reports rows with
-`ctx.add_rows()`. It raises JobFailed (or any MaintError) to fail the run.
+`ctx.add_rows()`. It raises JobFailed (or any MaintError) to fail the run; JobFailed's
+`details` (what the job found) are recorded in the run history like a success's.
 """
 
 from __future__ import annotations
