@@ -244,7 +244,10 @@ def update(report: str, sections: list[Section], command: str) -> str:
         start = lines.index(heading)
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
                    len(lines))
-        lines[start:end] = section.markdown().splitlines()
+        replacement = section.markdown().splitlines()
+        if end < len(lines) and replacement and replacement[-1]:
+            replacement.append("")  # keep the blank line before the next section
+        lines[start:end] = replacement
         glance = [i for i, line in enumerate(lines) if line.startswith(f"| {section.title} |")]
         new_rows = [f"| {section.title} | {g.text} | {g.measured} | "
                     f"{'met' if g.met else '**NOT met**'} |" for g in section.goals]
