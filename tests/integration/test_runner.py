@@ -10,6 +10,7 @@ import pytest
 from daemon import db
 from daemon.runner import Runner
 from daemon.settings import Settings
+from tests.integration.test_job_audit_verify import _audited_writes, _tamper
 
 
 @pytest.fixture
@@ -85,13 +86,8 @@ def test_a_failed_run_records_what_the_job_found(make_runner: Any,
                                                  conn: psycopg.Connection[Any]) -> None:
     """A job's failure details land in job_runs like a success's: the evidence of a broken
     audit chain outlives the log line."""
-    for i in range(3):
-        conn.execute("INSERT INTO users (email, full_name) VALUES (%s, 'x')",
-                     (f"r{i}@example.com",))
-    with conn.transaction():
-        conn.execute("SET LOCAL session_replication_role = replica")
-        conn.execute("UPDATE audit_log SET payload_bytes = convert_to('{\"x\": 1}', 'UTF8')"
-                     " WHERE chain_position = 2")
+    _audited_writes(conn, 1)
+    _tamper(conn, "UPDATE audit_log SET payload_bytes = '{\"x\": 1}' WHERE chain_position = 2")
     outcome = make_runner().run("audit_verify", "cli", options={"full": True})
     assert outcome.outcome == "failure"
     assert outcome.details["first_bad_position"] == 2
